@@ -1,0 +1,31 @@
+# The two commands a new user types: `make reproduce` and `make test`.
+# Each creates or updates the project-local virtual environment (.venv) from requirements.txt first.
+
+PYTHON   ?= python3
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.installed
+PROFILE  ?= default
+DATA     ?=
+KERNEL   := sphereface
+
+.PHONY: reproduce test venv clean-venv
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (sphereface)" >/dev/null
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+reproduce: $(STAMP)
+	$(PY) -m sphereface_lib.reproduce --profile $(PROFILE) $(if $(DATA),--data $(DATA),)
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+clean-venv:
+	rm -rf $(VENV)

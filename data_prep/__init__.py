@@ -1,0 +1,1 @@
+"""data_prep: real face datasets in, aligned 112x96 crops out (packed format)."""

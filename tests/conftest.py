@@ -1,0 +1,28 @@
+"""Shared fixtures. Real data lives in ../shared beside the project; tests using it skip when absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def att_faces() -> Path:
+    """The AT&T (ORL) faces: 40 people x 10 grey 92x112 images (Olivetti Research Laboratory)."""
+    path = SHARED_DATA / "att_faces"
+    if not (path / "s1" / "1.pgm").is_file():
+        pytest.skip(f"real faces not available: {path} is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def protocols_dir() -> Path:
+    """Real LFW and YTF protocol files (pairs.txt, ytf_splits.csv, ...)."""
+    path = SHARED_DATA / "protocols"
+    if not (path / "pairs.txt").is_file():
+        pytest.skip(f"real protocol files not available: {path} is absent")
+    return path
