@@ -4,6 +4,7 @@ Liu et al., "SphereFace: Deep Hypersphere Embedding for Face Recognition", CVPR 
 Each subpackage lists its public names in ``__all__``; they are re-exported here.
 """
 
+from .backbones import SphereFaceNet, count_parameters, create_backbone, list_backbones, sphereface
 from .data import *  # noqa: F401,F403
 from .data import __all__ as _data_all
 from .evaluation import *  # noqa: F401,F403
@@ -14,4 +15,6 @@ from .training import *  # noqa: F401,F403
 from .training import __all__ as _training_all
 
 __version__ = "0.1.0"
-__all__ = [*_losses_all, *_data_all, *_training_all, *_evaluation_all]
+__all__ = [
+    "SphereFaceNet", "count_parameters", "create_backbone", "list_backbones", "sphereface",
+    *_losses_all, *_data_all, *_training_all, *_evaluation_all]

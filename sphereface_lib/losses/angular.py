@@ -1,0 +1,178 @@
+"""The A-Softmax family (SphereFace, CVPR 2017, Section 3): softmax, modified softmax, A-Softmax.
+
+Notation of the paper: features x, class weights W_j, theta_j the angle between x and W_j.
+
+* :class:`Softmax`          logits W_j^T x + b_j                          (Eq. 1)
+* :class:`ModifiedSoftmax`  ||W_j|| = 1, b_j = 0: logits ||x|| cos theta_j  (Eq. 4-5)
+* :class:`ASoftmax`         target logit ||x|| psi(theta_y), psi of Eq. 7, annealed with lambda as the
+                            official implementation does; other logits ||x|| cos theta_j.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Head, check_inputs, float32_autocast_off, register_head
+
+# cos(m theta) as a polynomial in cos(theta): the Chebyshev polynomials T_m, m = 0..4.
+_CHEBYSHEV = {
+    0: lambda c: torch.ones_like(c),
+    1: lambda c: c,
+    2: lambda c: 2 * c**2 - 1,
+    3: lambda c: 4 * c**3 - 3 * c,
+    4: lambda c: 8 * c**4 - 8 * c**2 + 1,
+}
+SUPPORTED_M = (1, 2, 3, 4)
+
+
+def cos_m_theta(cos_theta: Tensor, m: int) -> Tensor:
+    """cos(m theta) from cos(theta) by the Chebyshev polynomial T_m (no acos)."""
+    if m not in _CHEBYSHEV:
+        raise ValueError(f"m must be an integer in 0..4, got {m!r}")
+    return _CHEBYSHEV[m](cos_theta)
+
+
+def psi(cos_theta: Tensor, m: int) -> Tensor:
+    """psi(theta) = (-1)^k cos(m theta) - 2k for theta in [k pi/m, (k+1) pi/m] (Eq. 7), from cos(theta).
+
+    k counts the thresholds cos(j pi / m), j = 1..m-1, that cos(theta) lies at or below, so no acos is
+    needed; psi is continuous and monotonically decreasing on [0, pi], from 1 to -(2m - 1).
+    """
+    c = cos_theta.clamp(-1.0, 1.0)
+    k = torch.zeros_like(c)
+    for j in range(1, m):
+        k = k + (c <= math.cos(j * math.pi / m)).to(c.dtype)
+    sign = 1.0 - 2.0 * torch.remainder(k, 2.0)  # (-1)^k
+    return sign * cos_m_theta(c, m) - 2.0 * k
+
+
+@dataclass(frozen=True)
+class LambdaSchedule:
+    """lambda(iteration) = max(lambda_min, base * (1 + gamma * iteration) ** (-power)); ``fixed`` overrides.
+
+    The official SphereFace solver anneals lambda from 1000 towards 5 so that training starts close to
+    the modified softmax and ends close to A-Softmax (the paper's Section 4.1 / the released prototxt).
+    """
+
+    base: float = 1000.0
+    gamma: float = 0.12
+    power: float = 1.0
+    lambda_min: float = 5.0
+    fixed: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.fixed is not None and self.fixed < 0:
+            raise ValueError(f"LambdaSchedule.fixed must be >= 0, got {self.fixed}")
+        if self.base < 0 or self.lambda_min < 0 or self.gamma < 0:
+            raise ValueError("LambdaSchedule: base, gamma and lambda_min must be >= 0")
+
+    def __call__(self, iteration: int) -> float:
+        if self.fixed is not None:
+            return float(self.fixed)
+        return max(self.lambda_min, self.base * (1.0 + self.gamma * iteration) ** (-self.power))
+
+
+def _unit_weights(weight: Tensor) -> Tensor:
+    return F.normalize(weight.float(), dim=1)
+
+
+def _norm_and_cos(features: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """(||x||, cos theta_j) in float32, safe for zero and very large features."""
+    x = features.float()
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    cos = F.linear(F.normalize(x, dim=1), _unit_weights(weight)).clamp(-1.0, 1.0)
+    return norm, cos
+
+
+def _xavier_weight(num_classes: int, feat_dim: int) -> nn.Parameter:
+    w = torch.empty(num_classes, feat_dim)
+    nn.init.xavier_uniform_(w)
+    return nn.Parameter(w)
+
+
+@register_head("softmax")
+class Softmax(Head):
+    """The original softmax: a fully connected layer with bias (Eq. 1); labels are ignored."""
+
+    def __init__(self, feat_dim: int, num_classes: int) -> None:
+        super().__init__(feat_dim, num_classes)
+        self.fc = nn.Linear(feat_dim, num_classes)
+
+    def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
+        check_inputs(self, features, None)
+        with float32_autocast_off(features):
+            return self.fc(features.float())
+
+
+@register_head("modified_softmax")
+class ModifiedSoftmax(Head):
+    """Softmax with ||W_j|| = 1 and b_j = 0: logit_j = ||x|| cos theta_j (Eq. 4-5); labels are ignored."""
+
+    def __init__(self, feat_dim: int, num_classes: int) -> None:
+        super().__init__(feat_dim, num_classes)
+        self.weight = _xavier_weight(num_classes, feat_dim)
+
+    def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
+        check_inputs(self, features, None)
+        with float32_autocast_off(features):
+            norm, cos = _norm_and_cos(features, self.weight)
+            return norm * cos
+
+
+@register_head("asoftmax")
+class ASoftmax(Head):
+    """A-Softmax (Eq. 6-7): target logit ||x|| psi(theta_y), other logits ||x|| cos theta_j.
+
+    Weights are renormalized to unit length on every forward, there is no bias and features are not
+    normalized. Annealing as in the official code: the target logit is
+    (lambda ||x|| cos theta_y + ||x|| psi(theta_y)) / (1 + lambda), lambda from ``lambda_schedule``
+    evaluated at the iteration given to :meth:`update` (the trainer calls it every iteration).
+
+    Gradients: this head back-propagates the exact autograd gradient of the logits above. The official
+    Caffe ``MarginInnerProduct`` layer instead back-propagates a rescaled feature gradient (it treats
+    parts of the expression as constants in its hand-written backward), so trajectories differ slightly
+    from Caffe's; the forward values are identical.
+    """
+
+    def __init__(
+        self,
+        feat_dim: int,
+        num_classes: int,
+        m: int = 4,
+        lambda_schedule: LambdaSchedule | None = None,
+    ) -> None:
+        super().__init__(feat_dim, num_classes)
+        if not isinstance(m, int) or isinstance(m, bool) or m not in SUPPORTED_M:
+            raise ValueError(f"A-Softmax margin m must be an integer in {SUPPORTED_M}, got {m!r}")
+        self.m = m
+        self.lambda_schedule = lambda_schedule if lambda_schedule is not None else LambdaSchedule()
+        self.weight = _xavier_weight(num_classes, feat_dim)
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+
+    @property
+    def lambda_(self) -> float:
+        """The current lambda."""
+        return self.lambda_schedule(int(self.iteration))
+
+    def update(self, iteration: int) -> None:
+        self.iteration.fill_(iteration)
+
+    def log_values(self) -> dict[str, float]:
+        return {"lambda": self.lambda_}
+
+    def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        check_inputs(self, features, labels)
+        with float32_autocast_off(features):
+            norm, cos = _norm_and_cos(features, self.weight)
+            lam = self.lambda_
+            cos_y = cos.gather(1, labels[:, None])
+            target = (lam * cos_y + psi(cos_y, self.m)) / (1.0 + lam)
+            return norm * cos.scatter(1, labels[:, None], target)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, m={self.m}, lambda_schedule={self.lambda_schedule}"
