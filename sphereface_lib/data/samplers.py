@@ -1,0 +1,68 @@
+"""Batch samplers: which rows of a packed dataset form the batch of each training iteration.
+
+A sampler is a pure function of (seed, iteration), so a resumed run draws exactly the batches an
+uninterrupted one would, and data-parallel ranks split one global batch between them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import numpy as np
+
+_SAMPLERS: dict[str, Callable[..., "BatchSampler"]] = {}
+
+
+class BatchSampler(Protocol):
+    batch_size: int
+
+    def indices(self, iteration: int) -> np.ndarray:
+        """Row indices (int64, length ``batch_size``) of the global batch for ``iteration``."""
+        ...
+
+
+def register_sampler(name: str):
+    """Class decorator: make a sampler available to :func:`create_sampler` under ``name``."""
+
+    def deco(cls):
+        _SAMPLERS[name] = cls
+        return cls
+
+    return deco
+
+
+def create_sampler(name: str, labels: np.ndarray, batch_size: int, seed: int, **kwargs) -> BatchSampler:
+    """Build a sampler by name (``"random"``, ...) over the given labels."""
+    try:
+        cls = _SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(sorted(_SAMPLERS))}") from None
+    return cls(labels, batch_size, seed, **kwargs)
+
+
+@register_sampler("random")
+class EpochShuffleSampler:
+    """Every image once per epoch, in a fresh permutation per epoch (seeded by (seed, epoch))."""
+
+    def __init__(self, labels: np.ndarray, batch_size: int, seed: int) -> None:
+        n = len(labels)
+        if batch_size < 1 or n < 1:
+            raise ValueError(f"need a positive batch size and a non-empty dataset, got {batch_size}, {n} images")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self._cache: dict[int, np.ndarray] = {}
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch not in self._cache:
+            self._cache = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+        return self._cache[epoch]
+
+    def indices(self, iteration: int) -> np.ndarray:
+        start = iteration * self.batch_size
+        out = np.empty(self.batch_size, dtype=np.int64)
+        filled = 0
+        while filled < self.batch_size:
+            epoch, offset = divmod(start + filled, self.n)
+            take = min(self.batch_size - filled, self.n - offset)
+            out[filled:filled + take] = self._permutation(epoch)[offset:offset + take]
+            filled += take
+        return out
