@@ -1,0 +1,80 @@
+"""Deep features of face images, as the paper tests them (Sec. 4.1: original + horizontally flipped)."""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+FlipMode = Literal["concat", "sum", "none"]
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC images -> float32 NCHW, normalized as in training: x -> (x - 127.5) / 128."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    return (x - 127.5) / 128.0
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module,
+    images: np.ndarray,
+    indices: Sequence[int] | np.ndarray | None = None,
+    *,
+    flip: FlipMode = "concat",
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    desc: str = "features",
+) -> np.ndarray:
+    """Features of ``images[indices]`` (all images when ``indices`` is None) as float32 (N, 2D) or (N, D).
+
+    ``images`` is uint8 NHWC, for example a :class:`~sphereface_lib.data.PackedDataset`'s ``images`` memmap.
+    ``model`` maps (B, C, H, W) -> (B, D). ``flip``: ``"concat"`` returns [f(x), f(flip(x))] (the paper's
+    test feature, Sec. 4.1), ``"sum"`` returns f(x) + f(flip(x)), ``"none"`` returns f(x). On a GPU the
+    batches run channels_last under float16 autocast. The model's train/eval mode is restored after.
+    """
+    if flip not in ("concat", "sum", "none"):
+        raise ValueError(f"flip must be 'concat', 'sum' or 'none', got {flip!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+    rows = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
+    if rows.ndim != 1:
+        raise ValueError(f"indices must be one-dimensional, got shape {rows.shape}")
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(images)):
+        raise IndexError(f"indices must lie in 0 .. {len(images) - 1}, got {rows.min()} .. {rows.max()}")
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = torch.device(device)
+    on_gpu = device.type == "cuda"
+    was_training = model.training
+    model.eval()
+    chunks: list[np.ndarray] = []
+    try:
+        for start in tqdm(range(0, len(rows), batch_size), disable=not progress, desc=desc, unit="batch"):
+            x = images_to_tensor(images[np.sort(rows[start:start + batch_size])]).to(device, non_blocking=True)
+            order = np.argsort(np.argsort(rows[start:start + batch_size], kind="stable"), kind="stable")
+            x = x[torch.from_numpy(order).to(device)]
+            if on_gpu:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=on_gpu):
+                f = model(x).float()
+                if flip != "none":
+                    g = model(torch.flip(x, dims=[3])).float()
+                    f = torch.cat([f, g], dim=1) if flip == "concat" else f + g
+            if f.ndim != 2 or f.shape[0] != x.shape[0]:
+                raise ValueError(f"model must map (B, C, H, W) to (B, D), it returned shape {tuple(f.shape)}")
+            chunks.append(f.cpu().numpy().astype(np.float32, copy=False))
+    finally:
+        model.train(was_training)
+    if not chunks:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(chunks)

@@ -1,0 +1,70 @@
+"""extract_features: normalization, flip (concat / sum / none), order of indices, model mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sphereface_lib.data import PackedDataset, PackedWriter
+from sphereface_lib.evaluation import extract_features
+
+
+class Corners(nn.Module):
+    """Returns the top-left and top-right pixel values of channel 0: a flip swaps them."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x[:, 0, 0, 0], x[:, 0, 0, -1]], dim=1)
+
+
+def _images(n: int = 5) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(n, 4, 3, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("flip", ["concat", "sum", "none"])
+def test_normalization_and_flip(flip: str) -> None:
+    images = _images()
+    feats = extract_features(Corners(), images, flip=flip, batch_size=2, progress=False)
+    left = (images[:, 0, 0, 0].astype(np.float32) - 127.5) / 128
+    right = (images[:, 0, -1, 0].astype(np.float32) - 127.5) / 128
+    plain = np.stack([left, right], axis=1)
+    flipped = np.stack([right, left], axis=1)
+    want = {"concat": np.concatenate([plain, flipped], axis=1), "sum": plain + flipped, "none": plain}[flip]
+    assert feats.dtype == np.float32 and np.allclose(feats, want)
+
+
+def test_indices_on_packed_memmap(tmp_path: Path) -> None:
+    images = _images(7)
+    with PackedWriter(tmp_path / "p", height=4, width=3, channels=3, source="test") as w:
+        w.add(images, np.zeros(7, np.int64))
+    ds = PackedDataset(tmp_path / "p")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 5))
+    idx = np.array([6, 0, 3, 3, 1])
+    got = extract_features(model, ds.images, idx, flip="none", batch_size=3, progress=False)
+    with torch.no_grad():
+        x = (torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() - 127.5) / 128
+        want = model(x).numpy()
+    assert got.shape == (5, 5) and np.allclose(got, want, atol=1e-6)
+    again = extract_features(model, ds.images, idx, flip="none", batch_size=2, progress=False)
+    assert np.array_equal(got[2], got[3]) and np.allclose(again, got, atol=1e-6)
+
+
+def test_eval_mode_used_and_restored() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2), nn.Flatten())
+    model.train()
+    before = model[1].running_mean.clone()
+    extract_features(model, _images(), progress=False)
+    assert model.training and torch.equal(model[1].running_mean, before)
+
+
+def test_bad_input() -> None:
+    with pytest.raises(ValueError, match="flip must be"):
+        extract_features(Corners(), _images(), flip="mirror", progress=False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="uint8"):
+        extract_features(Corners(), _images().astype(np.float32), progress=False)
+    with pytest.raises(IndexError, match=r"indices must lie in 0 \.\. 4"):
+        extract_features(Corners(), _images(), [0, 9], progress=False)

@@ -1,0 +1,106 @@
+"""MegaFace identification and verification: a hand example, a naive reference, float16 memmaps, errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sphereface_lib.evaluation import megaface_evaluate
+
+
+def _deg(*angles: float) -> np.ndarray:
+    r = np.deg2rad(angles)
+    return np.stack([np.cos(r), np.sin(r)], axis=1).astype(np.float32)
+
+
+def test_hand_example() -> None:
+    probes, labels = _deg(0, 20, 90, 100), np.array([0, 0, 1, 1])
+    distractors = _deg(5, 170, 270)
+    res = megaface_evaluate(probes, labels, distractors, [3], max_rank=3, fars=(0.1, 0.2), progress=False)[3]
+    # probe 0 deg, mate 20 deg (cos 20 = .940): distractor at 5 deg (.996) beats it -> rank 2; same for 20 -> 0;
+    # 90 -> 100 (cos 10 = .985): best distractor 170 deg (cos 80 = .174) -> rank 1; 100 -> 90 likewise
+    assert res.cmc.tolist() == [0.5, 1.0, 1.0] and res.rank1 == 0.5
+    assert res.num_probe_pairs == 4 and res.num_genuine == 2 and res.num_impostors == 12
+    # impostor scores, highest first: cos 5 = .996, cos 15 = .966, cos 70 = .342, ...
+    # FAR 0.1 of 12: 1 false accept allowed -> threshold = 2nd highest (.966): genuine .985 only -> TAR 0.5
+    # FAR 0.2: 2 allowed -> threshold .342 -> both genuine (.940, .985) -> TAR 1
+    assert res.threshold_at_far[0.1] == pytest.approx(math.cos(math.radians(15)), abs=1e-6)
+    assert res.tar_at_far == {0.1: 0.5, 0.2: 1.0}
+
+
+def _naive(probes, labels, distractors, counts, max_rank, fars, seed):
+    p = probes / np.linalg.norm(probes, axis=1, keepdims=True)
+    x = distractors / np.linalg.norm(distractors, axis=1, keepdims=True)
+    order = np.random.default_rng(seed).permutation(len(x))
+    out = {}
+    for d in counts:
+        s = p @ x[order[:d]].T
+        ranks = []
+        for i in range(len(p)):
+            for j in range(len(p)):
+                if i != j and labels[i] == labels[j]:
+                    ranks.append(1 + int(np.sum(s[i] >= p[i] @ p[j])))
+        ranks = np.array(ranks)
+        cmc = np.array([np.mean(ranks <= r) for r in range(1, max_rank + 1)])
+        genuine = np.array([p[i] @ p[j] for i in range(len(p)) for j in range(i + 1, len(p)) if labels[i] == labels[j]])
+        impostors = np.sort(s.ravel())[::-1]
+        tar = {f: float(np.mean(genuine > impostors[math.floor(f * impostors.size)])) for f in fars}
+        out[d] = (cmc, tar, impostors)
+    return out
+
+
+def test_matches_naive_reference() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 4)
+    centers = rng.normal(size=(6, 8))
+    probes = (centers[labels] + 0.9 * rng.normal(size=(24, 8))).astype(np.float32)
+    distractors = rng.normal(size=(500, 8)).astype(np.float32)
+    counts, fars = (10, 100, 500), (0.01, 0.001)
+    got = megaface_evaluate(probes, labels, distractors, counts, max_rank=5, fars=fars, seed=7, chunk_size=37,
+                            hist_bins=16, progress=False)
+    want = _naive(probes.astype(np.float64), labels, distractors.astype(np.float64), counts, 5, fars, 7)
+    for d in counts:
+        cmc, tar, impostors = want[d]
+        assert np.allclose(got[d].cmc, cmc), d
+        assert got[d].tar_at_far == pytest.approx(tar), d
+        # histogram ROC at the bin edges (edge e: impostors scoring >= e)
+        edges = np.linspace(-1, 1, 17)[:-1][::-1]
+        assert np.allclose(got[d].roc_far, [(impostors >= e).mean() for e in edges])
+    # more distractors can only make identification harder (nested sets)
+    assert got[10].rank1 >= got[100].rank1 >= got[500].rank1 and 0 < got[500].rank1 < 1
+
+
+def test_float16_memmap_matches_array(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(3), 3)
+    probes = rng.normal(size=(9, 6)).astype(np.float32)
+    values = rng.normal(size=(300, 6)).astype(np.float16)
+    mm = np.memmap(tmp_path / "d.f16", dtype=np.float16, mode="w+", shape=values.shape)
+    mm[:] = values
+    mm.flush()
+    ro = np.memmap(tmp_path / "d.f16", dtype=np.float16, mode="r", shape=values.shape)
+    kw = dict(max_rank=3, fars=(0.01,), chunk_size=64, hist_bins=64, progress=False)
+    a = megaface_evaluate(probes, labels, ro, (30, 300), **kw)
+    b = megaface_evaluate(probes, labels, values.astype(np.float32), (30, 300), **kw)
+    for d in (30, 300):
+        assert np.array_equal(a[d].cmc, b[d].cmc) and a[d].tar_at_far == b[d].tar_at_far
+
+
+def test_tie_counts_against_the_mate() -> None:
+    probes, labels = _deg(0, 0, 90, 90), np.array([0, 0, 1, 1])
+    res = megaface_evaluate(probes, labels, _deg(0, 180), [2], max_rank=2, fars=(0.2,), progress=False)[2]
+    # probes at 0 deg: mate score 1 ties the distractor at 0 deg -> rank 2; probes at 90 deg: rank 1
+    assert res.cmc.tolist() == [0.5, 1.0]
+
+
+def test_bad_input_errors() -> None:
+    probes, labels = np.ones((4, 3), np.float32), np.array([0, 0, 1, 1])
+    with pytest.raises(ValueError, match=r"distractor_counts must lie in 1 \.\. 5"):
+        megaface_evaluate(probes, labels, np.ones((5, 3), np.float32), (10,), progress=False)
+    with pytest.raises(ValueError, match=r"must be \(M, 3\)"):
+        megaface_evaluate(probes, labels, np.ones((5, 2), np.float32), (5,), progress=False)
+    with pytest.raises(ValueError, match="no probe identity has two images"):
+        megaface_evaluate(probes, np.arange(4), np.ones((5, 3), np.float32), (5,), progress=False)
