@@ -3,9 +3,10 @@
 Work is split into shards of images. Each shard's result (aligned crops, statuses, messages) is written
 atomically to ``<work_dir>/shard-NNNNN-<hash>.npz``, so an interrupted run loses at most the shards in
 flight: a re-run reuses every finished shard. Shards run in parallel processes (``workers``). Finally the
-shards are packed in order with :class:`sphereface_lib.data.packed.PackedWriter`, protocol files are
-copied beside the images, and every problem (unreadable file, no face, ...) is listed in
-``failures.tsv`` and counted in the manifest's ``extra``.
+shards are packed in order with :class:`sphereface_lib.data.packed.PackedWriter`; beside the images go
+``landmarks.npy`` (the five MTCNN landmarks per image in its source image's pixels, NaN for centre crops),
+the protocol files, and ``failures.tsv``, which lists every problem (unreadable file, no face, ...); the
+manifest's ``extra`` counts them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -142,6 +143,7 @@ def _process_shard(args: tuple[list[Item], PrepConfig, str]) -> str:
     """Align every item of one shard and write ``<work>/<name>`` atomically; returns the name."""
     items, config, name = args
     crops = np.zeros((len(items), HEIGHT, WIDTH, config.channels), np.uint8)
+    landmarks = np.full((len(items), 5, 2), np.nan, np.float32)
     status, messages = [], []
     for i, it in enumerate(items):
         try:
@@ -153,6 +155,7 @@ def _process_shard(args: tuple[list[Item], PrepConfig, str]) -> str:
         found = detect_and_align(_DETECTOR, image, pad=config.pad)
         if found is not None:
             crop, state, msg = found[0], "aligned", ""
+            landmarks[i] = found[1]
         elif config.on_miss == "centre":
             crop, state, msg = centre_crop(image), "centre", f"{it.path}: no face found, centre crop used"
         else:
@@ -164,7 +167,7 @@ def _process_shard(args: tuple[list[Item], PrepConfig, str]) -> str:
         messages.append(msg)
     path = config.work / name
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, images=crops, status=np.array(status), messages=np.array(messages, dtype=object).astype(str))
+    np.savez(tmp, images=crops, landmarks=landmarks, status=np.array(status), messages=np.array(messages, dtype=object).astype(str))
     os.replace(tmp, path)
     return name
 
@@ -177,11 +180,13 @@ def prepare(
     command: str,
     problems: Sequence[Problem] = (),
     protocol_files: dict[str, Path] | None = None,
+    protocol_check: Callable[[set[str]], list[Problem]] | None = None,
     extra: dict | None = None,
 ) -> PrepResult:
     """Detect, align and pack ``items``; ``protocol_files`` (name in pack -> file) are copied beside them.
 
-    ``problems`` found while listing the dataset are reported with those found while reading images.
+    ``problems`` found while listing the dataset are reported with those found while reading images and
+    those ``protocol_check`` returns for the set of keys that made it into the pack (missing pair entries).
     """
     if config.out.exists() and not config.overwrite:
         raise FileExistsError(f"{config.out} already exists; pass --overwrite to replace it")
@@ -198,10 +203,16 @@ def prepare(
         print(f"resuming: {reused} of {len(shards)} shards already done in {config.work}", file=sys.stderr)
     bar = tqdm(total=sum(len(t[0]) for t in todo), unit="img", desc=source, disable=not todo, file=sys.stderr)
     if config.workers == 1 or len(todo) <= 1:
-        _init_worker(config.min_face_size)
-        for t in todo:
-            _process_shard(t)
-            bar.update(len(t[0]))
+        import torch
+
+        threads = torch.get_num_threads()
+        _init_worker(config.min_face_size)  # one thread, as in the workers, so results match bit for bit
+        try:
+            for t in todo:
+                _process_shard(t)
+                bar.update(len(t[0]))
+        finally:
+            torch.set_num_threads(threads)
     else:
         ctx = mp.get_context("spawn")
         with ctx.Pool(config.workers, initializer=_init_worker, initargs=(config.min_face_size,)) as pool:
@@ -209,24 +220,30 @@ def prepare(
             for name in pool.imap_unordered(_process_shard, todo):
                 bar.update(size_of[name])
     bar.close()
-    return _pack(shards, names, config, source, command, list(problems), protocol_files or {}, extra or {})
+    return _pack(shards, names, config, source, command, list(problems), protocol_files or {}, protocol_check,
+                 extra or {})
 
 
 def _pack(
     shards: list[list[Item]], names: list[str], config: PrepConfig, source: str, command: str,
-    problems: list[Problem], protocol_files: dict[str, Path], extra: dict,
+    problems: list[Problem], protocol_files: dict[str, Path],
+    protocol_check: Callable[[set[str]], list[Problem]] | None, extra: dict,
 ) -> PrepResult:
     kept: list[tuple[np.ndarray, list[Item]]] = []
+    kept_landmarks: list[np.ndarray] = []
     status_count: Counter[str] = Counter()
     for shard, name in zip(shards, names):
         with np.load(config.work / name) as z:
             images, status, messages = z["images"], z["status"], z["messages"]
+            kept_landmarks.append(z["landmarks"][np.isin(status, ["aligned", "centre"])])
         ok = np.isin(status, ["aligned", "centre"])
         status_count.update(status.tolist())
         for it, st, msg in zip(shard, status, messages):
             if st != "aligned" and msg:
                 problems.append(Problem(it.path, str(st), str(msg)))
         kept.append((images[ok], [it for it, k in zip(shard, ok) if k]))
+    if protocol_check is not None:
+        problems += protocol_check({it.key for _, its in kept for it in its})
     identities = sorted({it.identity for _, its in kept for it in its})
     label_of = {name: i for i, name in enumerate(identities)}
     problem_kinds = Counter(p.kind for p in problems)
@@ -256,6 +273,8 @@ def _pack(
         for images, its in kept:
             if its:
                 writer.add(images, [label_of[it.identity] for it in its], [it.key for it in its])
+        np.save(writer.partial / "landmarks.npy",
+                np.concatenate(kept_landmarks) if kept_landmarks else np.zeros((0, 5, 2), np.float32))
         for dest, src in protocol_files.items():
             shutil.copyfile(src, writer.partial / dest)
         (writer.partial / "failures.tsv").write_text(

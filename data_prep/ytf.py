@@ -1,0 +1,100 @@
+"""YouTube Faces (``frame_images_DB/<Person>/<video number>/*.jpg`` plus the splits file) -> aligned pack.
+
+    python -m data_prep.ytf --src YouTubeFaces/frame_images_DB --splits ytf_splits.csv --out data/ytf_aligned
+
+Keys are ``Person/number/NNNN``: the 1-based position of the frame among its video's frames sorted by frame
+number (YTF names frames ``<video>.<frame>.jpg``). ``--frames-per-video`` keeps that many evenly spaced
+frames per video (keys still count all frames). The splits file (CSV ``split,video_a,video_b,same``) is
+copied beside the pack as ``ytf_splits.csv``; videos it names that end up with no frame in the pack are
+listed in ``failures.tsv`` (kind ``splits_missing``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .pipeline import (Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args,
+                       image_files, prepare, report, require_dir, require_file)
+
+_LAST_NUMBER = re.compile(r"(\d+)$")
+
+
+def _frame_order(path: Path) -> tuple[int, str]:
+    m = _LAST_NUMBER.search(path.stem)
+    return (int(m[1]) if m else -1, path.name)
+
+
+def list_ytf(src: Path, frames_per_video: int | None = None) -> tuple[list[Item], list[Problem]]:
+    """Items of every ``<src>/<Person>/<number>/<frame>``, and problems (empty videos, other files)."""
+    items, problems = [], []
+    for person in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        videos = sorted((v for v in person.iterdir() if v.is_dir()), key=lambda v: v.name)
+        if not videos:
+            problems.append(Problem(str(person), "empty_identity", "person folder holds no video folder; skipped"))
+        for video in videos:
+            frames, bad = image_files(video)
+            problems += bad
+            if not frames:
+                problems.append(Problem(str(video), "empty_video", "video folder holds no frame; skipped"))
+                continue
+            frames.sort(key=_frame_order)
+            chosen = range(len(frames)) if frames_per_video is None or frames_per_video >= len(frames) else (
+                np.unique(np.linspace(0, len(frames) - 1, frames_per_video).round().astype(int)))
+            items += [Item(f"{person.name}/{video.name}/{i + 1:04d}", person.name, str(frames[i])) for i in chosen]
+    return items, problems
+
+
+def check_splits(splits_file: Path, keys: set[str]) -> list[Problem]:
+    """A problem for every malformed row of ``splits_file`` and every video with no frame among ``keys``."""
+    videos = {k.rsplit("/", 1)[0] for k in keys}
+    problems = []
+    with open(splits_file, newline="") as f:
+        reader = csv.DictReader(f)
+        need = {"split", "video_a", "video_b", "same"}
+        if not need <= set(reader.fieldnames or []):
+            return [Problem(str(splits_file), "bad_splits_file",
+                            f"{splits_file}: header must hold {sorted(need)}, got {reader.fieldnames}")]
+        for no, row in enumerate(reader, start=2):
+            for col in ("video_a", "video_b"):
+                v = (row[col] or "").strip()
+                if v not in videos:
+                    problems.append(Problem(f"{splits_file}:{no}", "splits_missing",
+                                            f"{splits_file}:{no}: video {v!r} has no frame in the pack"))
+    return problems
+
+
+def main(argv: Sequence[str] | None = None) -> PrepResult:
+    """Command line: see the module docstring and ``--help``."""
+    parser = argparse.ArgumentParser(prog="python -m data_prep.ytf", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", required=True, type=Path, help="frame_images_DB folder (or the folder above it)")
+    parser.add_argument("--splits", required=True, type=Path, help="splits CSV: split,video_a,video_b,same")
+    parser.add_argument("--frames-per-video", type=int, default=None, help="evenly spaced frames kept per video")
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    src = require_dir(args.src, "--src")
+    if (src / "frame_images_DB").is_dir():
+        src = src / "frame_images_DB"
+    splits = require_file(args.splits, "--splits")
+    if args.frames_per_video is not None and args.frames_per_video < 1:
+        raise SystemExit(f"error: --frames-per-video must be >= 1, got {args.frames_per_video}")
+    items, problems = list_ytf(src, args.frames_per_video)
+    if not items:
+        raise SystemExit(f"error: --src {src} has no <Person>/<number>/<frame>.jpg files")
+    result = prepare(items, config, source="ytf", command=command_line("data_prep.ytf", argv), problems=problems,
+                     protocol_files={"ytf_splits.csv": splits}, protocol_check=lambda keys: check_splits(splits, keys),
+                     extra={"videos": len({it.key.rsplit("/", 1)[0] for it in items}),
+                            "frames_per_video": args.frames_per_video})
+    report(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

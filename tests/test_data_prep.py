@@ -1,0 +1,266 @@
+"""data_prep: alignment maths, and each dataset layout (built here, with broken files) through its command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from data_prep import align, casia, folders, lfw, megaface, ytf
+from data_prep.mtcnn import MissingWeightsError, nms, weights_dir
+from data_prep.pipeline import read_rgb
+from sphereface_lib.data.packed import PackedDataset
+
+
+@pytest.fixture(scope="session")
+def mtcnn_weights() -> Path:
+    try:
+        return weights_dir()
+    except MissingWeightsError as exc:
+        pytest.skip(str(exc))
+
+
+def _synthetic_face(rng: np.random.Generator) -> np.ndarray:
+    """A grey 112x92 cartoon face (used only when the AT&T faces are absent)."""
+    img = np.full((112, 92), 90, np.uint8)
+    cx, cy = 46 + rng.integers(-3, 4), 58 + rng.integers(-3, 4)
+    cv2.ellipse(img, (int(cx), int(cy)), (30, 40), 0, 0, 360, 190, -1)
+    for dx in (-12, 12):
+        cv2.circle(img, (int(cx + dx), int(cy - 10)), 4, 30, -1)
+    cv2.line(img, (int(cx), int(cy - 4)), (int(cx), int(cy + 8)), 120, 2)
+    cv2.ellipse(img, (int(cx), int(cy + 20)), (10, 4), 0, 0, 180, 40, 2)
+    return img
+
+
+_ATT = Path(__file__).resolve().parents[2] / "shared" / "data" / "att_faces"
+_REAL_FACES = (_ATT / "s1" / "1.pgm").is_file()
+
+
+@pytest.fixture(scope="module")
+def faces() -> list[np.ndarray]:
+    """Nine grey face images: real AT&T crops where present, else synthetic faces."""
+    root = _ATT
+    if _REAL_FACES:
+        return [cv2.imread(str(root / f"s{p}" / f"{i}.pgm"), cv2.IMREAD_GRAYSCALE) for p in (1, 2, 3) for i in (1, 2, 3)]
+    rng = np.random.default_rng(0)
+    return [_synthetic_face(rng) for _ in range(9)]
+
+
+def _write(path: Path, img: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), img)
+
+
+def _broken_files(folder: Path, img: np.ndarray) -> dict[str, Path]:
+    """A truncated JPEG, a file of garbage named .jpg, a text file and a faceless image in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".jpg", img)
+    paths = {"truncated": folder / "truncated.jpg", "garbage": folder / "garbage.jpg",
+             "text": folder / "notes.txt", "blank": folder / "blank.png"}
+    paths["truncated"].write_bytes(buf.tobytes()[: len(buf) // 2])
+    paths["garbage"].write_bytes(b"this is not an image at all")
+    paths["text"].write_text("not an image\n")
+    _write(paths["blank"], np.full((112, 92), 128, np.uint8))
+    return paths
+
+
+def _failures(root: Path) -> list[list[str]]:
+    return [line.split("\t") for line in (root / "failures.tsv").read_text().splitlines()[1:]]
+
+
+COMMON = ["--workers", "1", "--shard-size", "4"]
+
+
+# --- alignment maths -------------------------------------------------------------------------------------
+
+def test_similarity_maps_transformed_template_back_exactly() -> None:
+    theta, s, t = np.deg2rad(17), 1.7, np.array([40.0, -12.0])
+    rot = s * np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    landmarks = align.TEMPLATE @ rot.T + t
+    tform = align.similarity_to_template(landmarks)
+    np.testing.assert_allclose(tform(landmarks), align.TEMPLATE, atol=1e-9)
+
+
+def test_warp_puts_marked_points_on_template() -> None:
+    theta, s, t = np.deg2rad(-10), 2.0, np.array([30.0, 20.0])
+    rot = s * np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    landmarks = align.TEMPLATE @ rot.T + t
+    image = np.zeros((300, 300), np.uint8)
+    for x, y in landmarks:
+        cv2.circle(image, (int(round(x)), int(round(y))), 4, 255, -1)
+    crop = align.warp_to_template(image, landmarks)
+    assert crop.shape == (112, 96)
+    for x, y in align.TEMPLATE:
+        assert crop[int(round(y)), int(round(x))] > 200  # each marked landmark lands on its template spot
+
+
+def test_degenerate_landmarks_are_rejected() -> None:
+    with pytest.raises(ValueError, match="five finite"):
+        align.similarity_to_template(np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="degenerate"):
+        align.similarity_to_template(np.ones((5, 2)))
+
+
+def test_centre_crop_keeps_aspect_and_size() -> None:
+    img = np.zeros((100, 300, 3), np.uint8)
+    img[:, 150 - 43:150 + 43] = 255  # the centred 112:96 region of a 100-high image is 86 wide
+    out = align.centre_crop(img)
+    assert out.shape == (112, 96, 3) and out[:, 2:-2].min() == 255
+
+
+def test_nms_keeps_best_of_overlapping_boxes() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float64)
+    keep = nms(boxes, np.array([0.5, 0.9, 0.7]), 0.5)
+    assert keep.tolist() == [1, 2]
+
+
+def test_read_rgb_names_broken_files(tmp_path: Path) -> None:
+    paths = _broken_files(tmp_path, np.full((60, 50), 100, np.uint8))
+    for kind in ("truncated", "garbage"):
+        with pytest.raises(OSError, match=str(paths[kind].name)):
+            read_rgb(str(paths[kind]))
+    with pytest.raises(OSError, match="file not found"):
+        read_rgb(str(tmp_path / "absent.jpg"))
+
+
+# --- dataset layouts ----------------------------------------------------------------------------------------
+
+def test_folders_layout_with_broken_files(tmp_path: Path, faces, mtcnn_weights) -> None:
+    src = tmp_path / "src"
+    for i, img in enumerate(faces[:6]):
+        _write(src / f"person{i // 3}" / f"img{i % 3}.png", img)
+    (src / "empty_person").mkdir()
+    bad = _broken_files(src / "person0", faces[0])
+    out = tmp_path / "pack"
+    result = folders.main(["--src", str(src), "--out", str(out), "--on-miss", "skip", *COMMON])
+    ds = PackedDataset(out)
+    # Six faces: all found when they are real AT&T faces (synthetic ones may be missed); broken files never are.
+    assert len(ds) == result.counts["aligned"] <= 6
+    if _REAL_FACES:
+        assert len(ds) == 6 and ds.identities == ["person0", "person1"]
+    assert all(k.split("/")[1].startswith("img") for k in ds.keys)
+    rows = {Path(r[0]).name: r[1] for r in _failures(out)}
+    assert rows["truncated.jpg"] == "unreadable" and rows["garbage.jpg"] == "unreadable"
+    assert rows["notes.txt"] == "unsupported_format" and rows["empty_person"] == "empty_identity"
+    assert rows["blank.png"] == "no_face"
+    extra = ds.manifest.extra
+    assert extra["failures_by_kind"]["unreadable"] == 2 and extra["listed"] == 9
+    assert extra["command"].startswith("python -m data_prep.folders --src")
+    assert str(bad["garbage"]) in (out / "failures.tsv").read_text()
+
+
+def test_folders_resume_reuses_shards_and_repeats_bit_for_bit(tmp_path: Path, faces, mtcnn_weights) -> None:
+    src = tmp_path / "src"
+    for i, img in enumerate(faces):
+        _write(src / f"p{i // 3}" / f"{i}.pgm", img)
+    out, work = tmp_path / "pack", tmp_path / "work"
+    args = ["--src", str(src), "--out", str(out), "--work-dir", str(work), "--on-miss", "centre",
+            "--keep-work", "--shard-size", "2", "--workers", "1"]
+    folders.main(args)
+    first = np.array(PackedDataset(out).images)
+    shards = sorted(work.glob("shard-*.npz"))
+    assert len(shards) == 5
+    stamps = {p.name: p.stat().st_mtime_ns for p in shards}
+    shards[2].unlink()  # as if the run had been interrupted before this shard finished
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        folders.main(args)
+    folders.main([*args, "--overwrite"])
+    again = sorted(work.glob("shard-*.npz"))
+    assert [p.name for p in again] == [p.name for p in shards]
+    assert sum(p.stat().st_mtime_ns != stamps[p.name] for p in again) == 1  # only the lost shard was redone
+    np.testing.assert_array_equal(np.array(PackedDataset(out).images), first)
+    assert len(first) == 9  # centre-crop policy keeps every readable image
+
+
+def test_lfw_layout_keys_pairs_and_missing_entries(tmp_path: Path, faces, mtcnn_weights) -> None:
+    src = tmp_path / "lfw"
+    names = ["Ann_Lee", "Bo_Chan"]
+    for i, img in enumerate(faces[:6]):
+        name = names[i // 3]
+        _write(src / name / f"{name}_{i % 3 + 1:04d}.jpg", cv2.resize(img, (250, 250)))
+    _write(src / "Bo_Chan" / "wrongname.jpg", faces[0])
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("1\t2\nAnn_Lee\t1\t2\nBo_Chan\t1\t9\nAnn_Lee\t1\tBo_Chan\t3\nAnn_Lee\tone\n")
+    out = tmp_path / "pack"
+    lfw.main(["--src", str(src), "--pairs", str(pairs), "--out", str(out), "--on-miss", "centre", *COMMON])
+    ds = PackedDataset(out)
+    assert ds.keys == [f"{n}/{j:04d}" for n in names for j in (1, 2, 3)]
+    assert ds.identities == names and ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert (out / "pairs.txt").read_text() == pairs.read_text()
+    rows = _failures(out)
+    kinds = {(Path(r[0]).name, r[1]) for r in rows}
+    assert ("pairs.txt:3", "pairs_missing") in kinds  # Bo_Chan 9 does not exist
+    assert ("pairs.txt:5", "bad_pairs_line") in kinds
+    assert ("wrongname.jpg", "bad_name") in kinds
+    assert ds.manifest.extra["failures_by_kind"]["pairs_missing"] == 1
+
+
+def test_lfw_wrong_paths_exit_with_the_path_named(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="--src .*nowhere"):
+        lfw.main(["--src", str(tmp_path / "nowhere"), "--pairs", "x", "--out", str(tmp_path / "o")])
+    (tmp_path / "lfw").mkdir()
+    with pytest.raises(SystemExit, match="--pairs .*missing.txt"):
+        lfw.main(["--src", str(tmp_path / "lfw"), "--pairs", str(tmp_path / "missing.txt"),
+                  "--out", str(tmp_path / "o")])
+
+
+def test_casia_layout_removes_lfw_identities(tmp_path: Path, faces, mtcnn_weights) -> None:
+    src = tmp_path / "CASIA-WebFace"
+    for i, img in enumerate(faces):
+        _write(src / f"{i // 3 + 100:07d}" / f"{i % 3 + 1:03d}.jpg", img)
+    (src / "names.txt").write_text("0000100 Ann_Lee\n0000101 Zed Zone\n0000102 Bo_Chan\n")
+    lfw_names = tmp_path / "lfw-names.txt"
+    lfw_names.write_text("Ann_Lee\t3\nzed_zone\t1\n")
+    out = tmp_path / "pack"
+    casia.main(["--src", str(src), "--names", str(src / "names.txt"), "--lfw-names", str(lfw_names),
+                "--out", str(out), "--on-miss", "centre", *COMMON])
+    ds = PackedDataset(out)
+    assert ds.identities == ["0000102"] and len(ds) == 3
+    table = (out / "excluded_identities.tsv").read_text().splitlines()
+    assert [r.split("\t")[0] for r in table[1:]] == ["0000100", "0000101"]
+    assert ds.manifest.extra["excluded_identities"] == 2
+    with pytest.raises(SystemExit, match="inflates LFW accuracy"):
+        casia.main(["--src", str(src), "--out", str(tmp_path / "o2")])
+
+
+def test_ytf_layout_frame_keys_and_splits(tmp_path: Path, faces, mtcnn_weights) -> None:
+    db = tmp_path / "YouTubeFaces" / "frame_images_DB"
+    for j, frame in enumerate((5, 12, 100)):  # numeric order differs from the names' text order
+        _write(db / "Ann_Lee" / "0" / f"0.{frame}.jpg", faces[j])
+    _write(db / "Bo_Chan" / "1" / "1.7.jpg", faces[3])
+    (db / "Bo_Chan" / "2").mkdir(parents=True)
+    splits = tmp_path / "splits.csv"
+    splits.write_text("split,video_a,video_b,same\n1,Ann_Lee/0,Bo_Chan/1,0\n1,Bo_Chan/1,Bo_Chan/2,1\n")
+    out = tmp_path / "pack"
+    ytf.main(["--src", str(db.parent), "--splits", str(splits), "--out", str(out), "--on-miss", "centre",
+              "--frames-per-video", "2", *COMMON])
+    ds = PackedDataset(out)
+    assert ds.keys == ["Ann_Lee/0/0001", "Ann_Lee/0/0003", "Bo_Chan/1/0001"]
+    assert ds.manifest.extra["videos"] == 2 and ds.manifest.extra["listed"] == 3
+    assert (out / "ytf_splits.csv").read_text() == splits.read_text()
+    kinds = {(Path(r[0]).name, r[1]) for r in _failures(out)}
+    assert ("2", "empty_video") in kinds and ("splits.csv:3", "splits_missing") in kinds
+
+
+def test_megaface_lists_probe_and_distractors(tmp_path: Path, faces, mtcnn_weights) -> None:
+    root = tmp_path / "facescrub"
+    for i, img in enumerate(faces[:4]):
+        _write(root / f"Actor_{i // 2}" / f"Actor_{i // 2}_{i}.png", img)
+    probe_list = tmp_path / "facescrub_features_list.json"
+    paths = [f"Actor_{i // 2}/Actor_{i // 2}_{i}.png" for i in range(4)] + ["Actor_9/absent.png"]
+    probe_list.write_text(json.dumps({"id": ["A0", "A0", "A1", "A1", "A9"], "path": paths}))
+    out = tmp_path / "probe"
+    megaface.main(["--set", "probe", "--root", str(root), "--list", str(probe_list), "--out", str(out),
+                   "--on-miss", "centre", *COMMON])
+    ds = PackedDataset(out)
+    assert ds.identities == ["A0", "A1"] and ds.keys[0] == "Actor_0/Actor_0_0"
+    assert (out / probe_list.name).is_file()
+    assert [r[1] for r in _failures(out)].count("missing_file") == 1
+    text_list = tmp_path / "distractors.txt"
+    text_list.write_text("Actor_0/Actor_0_0.png\nActor_1/Actor_1_2.png\n")
+    ds2 = megaface.main(["--set", "distractors", "--root", str(root), "--list", str(text_list),
+                         "--out", str(tmp_path / "distractors"), "--on-miss", "centre", *COMMON]).dataset
+    assert ds2.identities == ["Actor_0", "Actor_1"] and ds2.manifest.extra["set"] == "distractors"

@@ -1,0 +1,56 @@
+"""data_prep on real faces: all 400 AT&T (ORL) images through detection, alignment, packing and the grid."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_prep import align, folders, grid
+from data_prep.mtcnn import MTCNN, MissingWeightsError, weights_dir
+from data_prep.pipeline import read_rgb
+from sphereface_lib.data.packed import PackedDataset
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_att_faces_detected_aligned_packed(att_faces: Path, tmp_path: Path) -> None:
+    try:
+        weights_dir()
+    except MissingWeightsError as exc:
+        pytest.skip(str(exc))
+    out = tmp_path / "att"
+    start = time.perf_counter()
+    result = folders.main(["--src", str(att_faces), "--out", str(out), "--workers", "2", "--on-miss", "skip"])
+    seconds = time.perf_counter() - start
+    ds = PackedDataset(out)
+    rate = result.counts["aligned"] / result.counts["listed"]
+    print(f"AT&T: {result.counts['aligned']}/{result.counts['listed']} faces detected ({rate:.1%}), "
+          f"{seconds / result.counts['listed'] * 1000:.1f} ms per image with 2 workers")
+    assert result.counts["listed"] == 400 and rate >= 0.98
+    assert ds.num_identities == 40 and ds.images.shape[1:] == (112, 96, 3)
+    assert "s1/1" in ds.keys
+
+    # The fitted similarity puts each face's own landmarks within a few pixels of the template ...
+    landmarks = np.load(out / "landmarks.npy")
+    assert landmarks.shape == (len(ds), 5, 2) and np.isfinite(landmarks).all()
+    residual = np.array([np.linalg.norm(align.similarity_to_template(lm)(lm) - align.TEMPLATE, axis=1)
+                         for lm in landmarks])
+    print(f"aligned landmarks vs template: mean {residual.mean():.2f} px, max {residual.max():.2f} px")
+    assert residual.mean() < 3.0 and residual.max() < 10.0
+
+    # ... and, independently, MTCNN run again on aligned crops finds the landmarks there too.
+    detector, errors = MTCNN(), []
+    for i in range(0, len(ds), 20):
+        found = align.detect_and_align(detector, np.array(ds.images[i]), pad=0.3)
+        assert found is not None, f"no face in aligned crop {ds.keys[i]}"
+        errors.append(np.linalg.norm(found[1] - align.TEMPLATE, axis=1))
+    errors = np.array(errors)
+    print(f"re-detected landmarks vs template: mean {errors.mean():.2f} px, 95th pct {np.percentile(errors, 95):.2f} px")
+    assert errors.mean() < 4.0 and np.percentile(errors, 95) < 8.0
+
+    png = grid.save_grid(ds, tmp_path / "grid.png", rows=4, per_row=5)
+    img = read_rgb(str(png))
+    assert img.shape == (4 * 114, 5 * 98, 3) and img.std() > 20
