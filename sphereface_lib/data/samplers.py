@@ -66,3 +66,41 @@ class EpochShuffleSampler:
             out[filled:filled + take] = self._permutation(epoch)[offset:offset + take]
             filled += take
         return out
+
+
+@register_sampler("pk")
+class PKSampler:
+    """P identities x K images per batch, for losses computed within the batch (triplet, contrastive).
+
+    ``batch_size`` = P * K. Iteration i draws, from a generator seeded by (seed, i), P distinct identities
+    and K images of each (with replacement for identities that have fewer than K images). The batch is
+    P contiguous blocks of K rows, one identity each, so data-parallel ranks that split it contiguously
+    get whole identities when P is a multiple of the number of ranks.
+    """
+
+    def __init__(self, labels: np.ndarray, batch_size: int, seed: int, k: int = 4) -> None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or len(labels) < 1:
+            raise ValueError(f"sampler 'pk' needs a non-empty 1-d label array, got shape {labels.shape}")
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"sampler 'pk': k (images per identity) must be a positive integer, got {k!r}")
+        if batch_size < k or batch_size % k:
+            raise ValueError(
+                f"sampler 'pk': batch_size ({batch_size}) must be a positive multiple of k ({k}); "
+                f"e.g. batch_size={max(1, batch_size // k) * k}")
+        identities, counts = np.unique(labels, return_counts=True)
+        self.p, self.k = batch_size // k, int(k)
+        if len(identities) < self.p:
+            raise ValueError(
+                f"sampler 'pk': the dataset has {len(identities)} identities, fewer than P = batch_size / k = "
+                f"{self.p}; lower batch_size or raise k")
+        self.batch_size, self.seed = batch_size, seed
+        order = np.argsort(labels, kind="stable")
+        self._rows = np.split(order, np.cumsum(counts)[:-1])  # rows of each identity, in label order
+
+    def indices(self, iteration: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, iteration])
+        chosen = rng.choice(len(self._rows), size=self.p, replace=False)
+        return np.concatenate([
+            rng.choice(self._rows[i], size=self.k, replace=len(self._rows[i]) < self.k) for i in chosen
+        ]).astype(np.int64)
