@@ -1,0 +1,130 @@
+"""The notebooks: conventions, profiles, nbval on the committed smoke copies, and the rendered HTML in a browser.
+
+How it works: ``tests/notebooks/<stem>.ipynb`` are the notebooks executed under the smoke profile, committed
+(refresh with ``.venv/bin/python -m sphereface_lib.reproduce --profile smoke --update-test-copies``). nbval
+re-executes them on the ``sphereface`` kernel and compares every output but images and cells marked
+``# NBVAL_IGNORE_OUTPUT``, after ``tests/notebooks/nbval_sanitize.cfg``; a test checks the copies are up to
+date with ``notebooks/`` and ``profiles/smoke/``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sphereface_lib import reproduce
+
+PROJECT = Path(__file__).resolve().parents[1]
+COPIES = PROJECT / "tests" / "notebooks"
+LAYOUT = reproduce.Layout()
+STEMS = [s for s in reproduce.NOTEBOOKS if LAYOUT.notebook(s).is_file()]
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--virtual-time-budget=10000", "--dump-dom",
+]
+# Appended to each page: once loaded, writes what the test checks into the DOM that --dump-dom prints.
+CHECK_SCRIPT = """<script>window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var bad = /(Traceback|\\w+Error\\b|\\w+Exception\\b)/;
+  var stderr = document.querySelectorAll('[data-mime-type="application/vnd.jupyter.stderr"]');
+  var out = document.createElement('pre'); out.id = 'sphereface-check';
+  out.textContent = JSON.stringify({ready: document.readyState, images: imgs.length,
+    broken: imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length,
+    errors: Array.prototype.slice.call(stderr).filter(function (e) { return bad.test(e.textContent); }).length});
+  document.body.appendChild(out);
+});</script>"""
+
+
+def _code_cells(stem: str) -> list[dict]:
+    nb = json.loads(LAYOUT.notebook(stem).read_text())
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_the_first_notebook_exists() -> None:
+    assert STEMS and STEMS[0] == reproduce.NOTEBOOKS[0]
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_profiles_are_valid(stem: str) -> None:
+    for profile in reproduce.PROFILES:
+        reproduce.resolve_parameters(LAYOUT, profile, stem)
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_notebook_conventions(stem: str) -> None:
+    """One literal parameters cell, no classes or functions defined, claims recorded at the end."""
+    cells = _code_cells(stem)
+    tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1, f"{stem}: exactly one cell must be tagged 'parameters'"
+    for stmt in ast.parse("".join(tagged[0]["source"])).body:
+        assert isinstance(stmt, ast.Assign), f"{stem}: parameters cell holds only 'name = literal' lines"
+        ast.literal_eval(stmt.value)
+    for cell in cells:
+        source = "\n".join(l for l in "".join(cell["source"]).splitlines() if not l.startswith("%"))
+        for node in ast.walk(ast.parse(source)):
+            assert not isinstance(node, (ast.ClassDef, ast.FunctionDef)), f"{stem}: put {node.name} in sphereface_lib"
+    assert "record_claims(" in "".join(cells[-1]["source"]), f"{stem}: the last cell must call record_claims"
+    assert json.loads(LAYOUT.notebook(stem).read_text())["metadata"]["kernelspec"]["name"] == reproduce.KERNEL_NAME
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_smoke_copy_is_up_to_date(stem: str) -> None:
+    copy = COPIES / f"{stem}.ipynb"
+    fix = "run `.venv/bin/python -m sphereface_lib.reproduce --profile smoke --update-test-copies`"
+    assert copy.is_file(), f"{copy} is missing; {fix}"
+    stored = json.loads(copy.read_text())["metadata"]["sphereface"]["source_fingerprint"]
+    params = reproduce.resolve_parameters(LAYOUT, "smoke", stem)
+    assert stored == reproduce.source_fingerprint(LAYOUT.notebook(stem), params), f"{copy} is stale; {fix}"
+    assert reproduce.read_claims(json.loads(copy.read_text())), f"{copy} records no claims"
+
+
+@pytest.mark.slow
+def test_nbval_reexecutes_the_smoke_copies() -> None:
+    copies = [str(COPIES / f"{s}.ipynb") for s in STEMS]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval", *copies, "--nbval-kernel-name", reproduce.KERNEL_NAME,
+         "--nbval-sanitize-with", str(COPIES / "nbval_sanitize.cfg"), "-p", "no:cacheprovider", "-q"],
+        cwd=PROJECT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def _pages(tmp_path: Path) -> list[Path]:
+    """The smoke copies rendered by the runner's own renderer and index, plus the committed default pages."""
+    html_dir = tmp_path / "smoke" / "html"
+    for stem in STEMS:
+        reproduce.render_html(COPIES / f"{stem}.ipynb", html_dir / f"{stem}.html")
+    runs = [reproduce.NotebookRun(s, "executed", 1.0, reproduce.read_claims(json.loads((COPIES / f"{s}.ipynb").read_text())))
+            for s in STEMS]
+    reproduce.write_index(reproduce.Layout(reports_root=tmp_path), "smoke", runs)
+    return sorted(html_dir.glob("*.html")) + sorted((LAYOUT.reports_dir("default") / "html").glob("*.html"))
+
+
+@pytest.mark.slow
+def test_rendered_html_in_a_headless_browser(tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed: apt-get update && apt-get install -y chromium")
+    for page in _pages(tmp_path):
+        checked = tmp_path / "checked" / page.name
+        checked.parent.mkdir(exist_ok=True)
+        text = page.read_text()
+        checked.write_text(text[: text.rindex("</body>")] + CHECK_SCRIPT + text[text.rindex("</body>"):])
+        dom = subprocess.run(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", checked.as_uri()],
+            capture_output=True, text=True, timeout=120,
+        ).stdout
+        marker = '<pre id="sphereface-check">'
+        assert marker in dom, f"{page}: page did not load in chromium"
+        result = json.loads(dom.split(marker, 1)[1].split("</pre>", 1)[0].replace("&quot;", '"'))
+        assert result["ready"] == "complete", f"{page}: {result}"
+        assert result["broken"] == 0 and result["errors"] == 0, f"{page}: {result}"
+        if page.name != "index.html":
+            assert result["images"] > 0, f"{page}: no figure"
