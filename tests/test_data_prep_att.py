@@ -54,3 +54,19 @@ def test_att_faces_detected_aligned_packed(att_faces: Path, tmp_path: Path) -> N
     png = grid.save_grid(ds, tmp_path / "grid.png", rows=4, per_row=5)
     img = read_rgb(str(png))
     assert img.shape == (4 * 114, 5 * 98, 3) and img.std() > 20
+
+
+@pytest.mark.realdata
+def test_most_central_of_several_real_faces_is_kept(att_faces: Path) -> None:
+    try:
+        detector = MTCNN()
+    except MissingWeightsError as exc:
+        pytest.skip(str(exc))
+    a, b = read_rgb(str(att_faces / "s1" / "1.pgm")), read_rgb(str(att_faces / "s2" / "1.pgm"))
+    canvas = np.full((240, 400, 3), 60, np.uint8)  # a wider "photo": s2 near the centre, s1 at the edge
+    canvas[10:122, 5:97], canvas[70:182, 160:252] = a, b
+    found = detector.detect(canvas)
+    assert len(found) == 2
+    crop, landmarks = align.detect_and_align(detector, canvas)
+    assert 160 < landmarks[:, 0].mean() < 252 and 70 < landmarks[:, 1].mean() < 182
+    assert crop.shape == (112, 96, 3)
