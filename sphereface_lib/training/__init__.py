@@ -1,3 +1,10 @@
-"""training."""
+"""Training: the typed config, the loop (AMP, DDP, checkpoints, divergence guard) and the model cache."""
 
-__all__: list[str] = []
+from .cache import cache_key, train_cached
+from .config import ConfigError, DataConfig, HeadConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from .trainer import TrainingDiverged, TrainResult, learning_rate, load_checkpoint, train
+
+__all__ = [
+    "ConfigError", "DataConfig", "HeadConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig",
+    "TrainResult", "TrainingDiverged", "cache_key", "learning_rate", "load_checkpoint", "train", "train_cached",
+]
