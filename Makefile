@@ -11,10 +11,13 @@ KERNEL   := sphereface
 
 .PHONY: reproduce test venv clean-venv
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	@# MTCNN weights for data_prep (MIT, shipped in the wheel); its metadata pins torch<2.3 and
+	@# torchvision, which we never import, so it is installed without its dependencies.
+	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (sphereface)" >/dev/null
 	@touch $(STAMP)
