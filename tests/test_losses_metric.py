@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
@@ -179,6 +180,40 @@ def test_center_update_is_bit_for_bit_repeatable() -> None:
             head.compute_loss(x.float(), labels)
         runs.append(head.centers.clone())
     assert torch.equal(runs[0], runs[1])
+
+
+def test_center_update_under_data_parallel_equals_global_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ranks with contiguous slices, all_reduce(SUM) simulated: record each rank's collective inputs,
+    then replay every rank with the sums. Each rank must end with the centers of the global-batch update."""
+    x, labels = _pk_batch(4, 3, 5, seed=10)
+    world, n = 2, len(labels)
+    slices = [slice(r * n // world, (r + 1) * n // world) for r in range(world)]
+
+    def fresh() -> SoftmaxCenter:
+        torch.manual_seed(11)
+        return SoftmaxCenter(5, 4, alpha=0.5).double()
+
+    recorded: list[list[torch.Tensor]] = [[] for _ in range(world)]
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    for r in range(world):
+        monkeypatch.setattr(dist, "all_reduce", lambda t, r=r: recorded[r].append(t.clone()))
+        fresh().compute_loss(x[slices[r]], labels[slices[r]])
+    assert len(recorded[0]) == len(recorded[1]) > 0
+    for r in range(world):
+        calls = iter(range(len(recorded[r])))
+
+        def all_reduce_sum(t: torch.Tensor) -> None:
+            call = next(calls)
+            t.copy_(sum(rec[call] for rec in recorded))
+
+        monkeypatch.setattr(dist, "all_reduce", all_reduce_sum)
+        head = fresh()
+        head.compute_loss(x[slices[r]], labels[slices[r]])
+        single = fresh()
+        monkeypatch.setattr(dist, "is_initialized", lambda: False)
+        single.compute_loss(x, labels)
+        monkeypatch.setattr(dist, "is_initialized", lambda: True)
+        torch.testing.assert_close(head.centers, single.centers, rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------- all three: bad inputs, zero features, bf16
