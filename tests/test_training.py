@@ -86,11 +86,11 @@ def test_param_groups_follow_the_prototxt() -> None:
 
 
 def test_lambda_and_learning_rate_are_stepped_every_iteration(patterns, tmp_path: Path) -> None:
-    c = tiny_config(patterns.root, tmp_path / "run", optim__iterations=32, run__log_every=1,
-                    run__checkpoint_every=100)
+    c = tiny_config(patterns.root, tmp_path / "run", optim__iterations=20, optim__lr_steps="[8, 16]",
+                    run__log_every=1, run__checkpoint_every=100)
     result = train(c)
     schedule = LambdaSchedule(base=1000.0, gamma=0.5, lambda_min=5.0)
-    assert [r["iteration"] for r in result.metrics] == list(range(1, 33))
+    assert [r["iteration"] for r in result.metrics] == list(range(1, 21))
     for row in result.metrics:
         assert row["lambda"] == pytest.approx(schedule(row["iteration"] - 1))
         assert row["lr"] == pytest.approx(learning_rate(c, row["iteration"] - 1))
@@ -116,9 +116,9 @@ def test_tiny_run_learns_and_its_checkpoint_reloads(patterns, tmp_path: Path) ->
 
 
 def test_in_process_resume_matches_an_uninterrupted_run_bit_for_bit(patterns, tmp_path: Path) -> None:
-    full = train(tiny_config(patterns.root, tmp_path / "full", optim__iterations=30))
-    train(tiny_config(patterns.root, tmp_path / "split", optim__iterations=20))
-    resumed = train(tiny_config(patterns.root, tmp_path / "split", optim__iterations=30))
+    full = train(tiny_config(patterns.root, tmp_path / "full", optim__iterations=16, optim__lr_steps="[12]"))
+    train(tiny_config(patterns.root, tmp_path / "split", optim__iterations=10, optim__lr_steps="[12]"))
+    resumed = train(tiny_config(patterns.root, tmp_path / "split", optim__iterations=16, optim__lr_steps="[12]"))
     assert _states_equal(full.backbone, resumed.backbone) and _states_equal(full.head, resumed.head)
     assert [r["iteration"] for r in resumed.metrics] == [r["iteration"] for r in full.metrics]
     with pytest.raises(ConfigError, match="different configuration"):
