@@ -104,3 +104,15 @@ def test_bad_input_errors() -> None:
         megaface_evaluate(probes, labels, np.ones((5, 2), np.float32), (5,), progress=False)
     with pytest.raises(ValueError, match="no probe identity has two images"):
         megaface_evaluate(probes, np.arange(4), np.ones((5, 3), np.float32), (5,), progress=False)
+
+
+def test_false_accepts_allowed_is_exact() -> None:
+    from sphereface_lib.evaluation.megaface import _false_accepts_allowed
+
+    # in floating point 0.29 * 100 = 28.999... and 1e-6 * 3530 * 1e6 = 3529.999...
+    assert _false_accepts_allowed(0.29, 100) == 29 and _false_accepts_allowed(1e-6, 3530 * 10**6) == 3530
+    probes, labels = _deg(0, 30, 90, 110), np.array([0, 0, 1, 1])
+    distractors = _deg(*np.linspace(0, 360, 25, endpoint=False))
+    res = megaface_evaluate(probes, labels, distractors, [25], fars=(0.29,), progress=False)[25]
+    impostors = np.sort((probes @ distractors.T).ravel())[::-1]
+    assert res.threshold_at_far[0.29] == pytest.approx(impostors[29], abs=1e-6)

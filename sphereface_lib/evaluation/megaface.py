@@ -16,8 +16,8 @@ short list of the highest ones (for an exact TAR at the requested FARs). Memory 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Sequence
 
 import numpy as np
@@ -68,6 +68,11 @@ def _probe_pairs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not probe:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(probe).astype(np.int64), np.concatenate(mate).astype(np.int64)
+
+
+def _false_accepts_allowed(far: float, num_impostors: int) -> int:
+    """floor(FAR x impostors), exact in decimal (1e-6 x 3.53e9 is 3530, not 3529.999... or 3530.000...1)."""
+    return int(Decimal(repr(float(far))) * num_impostors)
 
 
 def _segments(counts: Sequence[int], chunk_size: int) -> list[tuple[int, int, int | None]]:
@@ -133,8 +138,8 @@ def megaface_evaluate(
     genuine_sorted = np.sort(genuine)
 
     order = np.random.default_rng(seed).permutation(num_distractors)[: counts[-1]]
-    keep_impostors = max((math.floor(f * n_probes * d) + 1 for f in fars for d in counts), default=0)
-    top = torch.full((n_probes, max_rank), -math.inf)
+    keep_impostors = max((_false_accepts_allowed(f, n_probes * d) + 1 for f in fars for d in counts), default=0)
+    top = torch.full((n_probes, max_rank), -float("inf"))
     impostor_top = torch.empty(0)
     hist = torch.zeros(hist_bins, dtype=torch.int64)
     snapshots: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -166,7 +171,7 @@ def megaface_evaluate(
         n_imp = n_probes * d
         tar, thr = {}, {}
         for f in fars:
-            t = float(imp_d[math.floor(f * n_imp)])
+            t = float(imp_d[_false_accepts_allowed(f, n_imp)])
             thr[float(f)] = t
             tar[float(f)] = float(len(genuine) - np.searchsorted(genuine_sorted, t, side="right")) / len(genuine)
         imp_at_or_above = np.cumsum(hist_d[::-1])[::-1]
