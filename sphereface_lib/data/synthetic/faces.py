@@ -1,0 +1,552 @@
+"""Procedural face identities rendered onto the SphereFace 112x96 alignment template.
+
+An identity is a latent vector (geometry: head and jaw, eyes, brows, nose, mouth, lips, ears; appearance: skin,
+hair style / colour / hairline, facial hair, marks). Each image adds nuisance: pose, expression, illumination,
+accessories, occlusion, background, blur, noise, JPEG artefacts and the alignment jitter of an imperfect
+5-point detector. The face is aligned as in the paper (Sec. 4.1: five landmarks, similarity transform, 112x96).
+
+Determinism: every random number of an image comes from ``SeedSequence([seed, identity, index])`` (see
+:func:`image_rng`), pixels are composited with elementwise float32 operations only (add, multiply, sqrt, clamp,
+which IEEE 754 rounds exactly, so neither the thread count nor the batch changes a bit), and the uint8
+post-processing uses OpenCV's fixed-point / bit-exact 8-bit paths. Changing any of this changes
+:data:`GENERATOR_VERSION`, which is part of every cache key.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+GENERATOR_VERSION = "synthetic-faces-1.0"
+TEMPLATE_SIZE = (112, 96)
+# The five reference points (x, y) of the SphereFace template: eyes, nose tip, mouth corners (paper Sec. 4.1).
+TEMPLATE_POINTS = np.array(
+    [[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366], [33.5493, 92.3655], [62.7299, 92.2041]]
+)
+OUTPUT_SIZES = ((112, 96), (56, 48), (28, 24))
+
+_N_ID = 48     # uniforms per identity
+_N_IMG_U = 64  # uniforms per image
+_N_IMG_N = 16  # standard normals per image
+_MAX_WORD = 2**32
+# Image-uniform slots that switch something on or off; video frames keep them fixed (see video_nuisance).
+_DISCRETE_SLOTS = (10, 11, 12, 13, 14, 20, 21, 22, 30, 31, 40, 41, 50, 51)
+
+
+def image_rng(seed: int, identity: int, index: int, stream: int) -> np.random.Generator:
+    """The generator of one identity (stream 0), still image (1) or video endpoint (2, 3).
+
+    ``SeedSequence`` pads the entropy words to its pool size before appending ``spawn_key``, so
+    ``[seed, identity, index] + (stream,)`` never collides across streams.
+    """
+    for name, v in (("seed", seed), ("identity", identity), ("index", index)):
+        if not 0 <= int(v) < _MAX_WORD:
+            raise ValueError(f"{name}={v} is out of range: use an integer in [0, 2**32)")
+    ss = np.random.SeedSequence([int(seed), int(identity), int(index)], spawn_key=(int(stream),))
+    return np.random.Generator(np.random.PCG64(ss))
+
+
+@functools.lru_cache(maxsize=65536)
+def identity_latent(seed: int, identity: int) -> np.ndarray:
+    """The latent vector (uniforms in [0, 1)) that fixes one identity's geometry and appearance."""
+    z = image_rng(seed, identity, 0, 0).random(_N_ID)
+    z.setflags(write=False)
+    return z
+
+
+def image_nuisance(seed: int, identity: int, index: int) -> np.ndarray:
+    """The nuisance vector of still image ``index`` of ``identity``: ``_N_IMG_U`` uniforms then normals."""
+    rng = image_rng(seed, identity, index, 1)
+    return np.concatenate([rng.random(_N_IMG_U), rng.standard_normal(_N_IMG_N)])
+
+
+def video_nuisance(seed: int, identity: int, video: int, num_frames: int) -> np.ndarray:
+    """Nuisance vectors (num_frames, K) of one video: pose, expression and light move smoothly.
+
+    Frames interpolate (smoothstep) between two endpoint draws that differ by a small step; the on/off slots
+    (accessories, occlusion, hair style changes) are those of the first endpoint for the whole video.
+    """
+    a = image_rng(seed, identity, video, 2)
+    b = image_rng(seed, identity, video, 3)
+    start = np.concatenate([a.random(_N_IMG_U), a.standard_normal(_N_IMG_N)])
+    step = np.concatenate([b.standard_normal(_N_IMG_U) * 0.12, b.standard_normal(_N_IMG_N) * 0.35])
+    step[list(_DISCRETE_SLOTS)] = 0.0
+    end = start + step
+    end[:_N_IMG_U] = np.clip(end[:_N_IMG_U], 0.0, 0.999999)
+    t = np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
+    s = (t * t * (3.0 - 2.0 * t))[:, None]
+    return start[None] * (1.0 - s) + end[None] * s
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parameters: latent and nuisance vectors -> named per-image quantities (float64 numpy, shape (B,)).
+# ----------------------------------------------------------------------------------------------------------
+
+_SKIN = np.array([[236, 200, 178], [222, 174, 140], [196, 144, 108], [160, 110, 76], [112, 74, 52], [74, 48, 34]])
+_HAIR = np.array([[22, 18, 16], [50, 34, 24], [92, 62, 40], [150, 110, 62], [196, 160, 104], [140, 62, 30],
+                  [150, 146, 140], [214, 210, 204]])
+_IRIS = np.array([[60, 38, 24], [96, 64, 36], [70, 104, 140], [80, 110, 70], [40, 30, 26]])
+
+
+def _lerp(u: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return lo + (hi - lo) * u
+
+
+def _palette(pal: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Colour along a palette, u in [0, 1) -> (B, 3), linearly interpolated between entries."""
+    pos = u * (len(pal) - 1)
+    i = np.minimum(pos.astype(np.int64), len(pal) - 2)
+    f = (pos - i)[:, None]
+    return pal[i] * (1 - f) + pal[i + 1] * f
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    """How strongly each nuisance acts; ``scale`` multiplies them all (the ``difficulty`` knob)."""
+
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.scale <= 3.0:
+            raise ValueError(f"difficulty={self.scale} is out of range: use a value in [0, 3] (1 is the default)")
+
+
+def _params(z: np.ndarray, v: np.ndarray, d: float) -> dict[str, np.ndarray]:
+    """Named quantities for a batch: z (B, _N_ID) identity latents, v (B, K) nuisance vectors."""
+    u, n = v[:, :_N_IMG_U], v[:, _N_IMG_U:]
+    p: dict[str, np.ndarray] = {}
+    # ---- pose (degrees), plausibly distributed: mostly near frontal, heavier tails in yaw
+    p["yaw"] = np.clip(n[:, 0] * 16.0 * d, -50, 50)
+    p["pitch"] = np.clip(n[:, 1] * 9.0 * d, -30, 30)
+    sy, sp = np.sin(np.radians(p["yaw"])), np.sin(np.radians(p["pitch"]))
+    # ---- head geometry (identity) + pose displacement of what is not aligned (aligned: eyes, nose, mouth)
+    p["head_ax"] = _lerp(z[:, 0], 34.0, 44.0) * (1 - 0.12 * np.abs(sy))
+    p["head_ay"] = _lerp(z[:, 1], 48.0, 58.0)
+    p["jaw"] = _lerp(z[:, 2], 0.05, 0.45)
+    p["head_cx"] = 48.0 - sy * 14.0
+    p["head_cy"] = _lerp(z[:, 3], 58.0, 64.0) - sp * 6.0
+    p["skin"] = _palette(_SKIN, z[:, 4] ** 1.3) + (z[:, 5:8] - 0.5) * 22.0
+    p["blush"] = np.where(z[:, 8] < 0.35, _lerp(z[:, 8], 0.05, 0.25), 0.0)
+    # ---- eyes (identity) : spacing, size, shape; closed eyes (expression)
+    half = _lerp(z[:, 9], 15.8, 19.4)
+    p["eye_y"] = 51.6 + _lerp(z[:, 10], -1.5, 1.5)
+    p["eye_xl"] = 48.0 - half + sy * 2.0
+    p["eye_xr"] = 48.0 + half + sy * 2.0
+    p["eye_a"] = _lerp(z[:, 11], 5.0, 7.6)
+    p["eye_b"] = _lerp(z[:, 12], 2.0, 3.6)
+    p["eye_slant"] = _lerp(z[:, 13], -0.05, 0.05)
+    p["iris"] = _palette(_IRIS, z[:, 14])
+    p["iris_r"] = _lerp(z[:, 15], 2.2, 3.2)
+    closed = u[:, 10] < 0.06 * d
+    p["eye_open"] = np.where(closed, 0.0, np.clip(1.0 + n[:, 2] * 0.1 * d, 0.6, 1.2))
+    p["gaze"] = np.clip(n[:, 3] * 0.8 * d, -1.5, 1.5)
+    # ---- brows
+    raised = u[:, 11] < 0.15 * d
+    p["brow_y"] = p["eye_y"] - _lerp(z[:, 16], 7.0, 11.0) - np.where(raised, _lerp(u[:, 1], 1.5, 3.5), 0.0)
+    p["brow_a"] = p["eye_a"] * _lerp(z[:, 17], 1.15, 1.6)
+    p["brow_b"] = _lerp(z[:, 18], 1.0, 2.4)
+    p["brow_arch"] = _lerp(z[:, 19], 0.0, 0.05)
+    # ---- nose (aligned tip, displaced by pose)
+    p["nose_y"] = 71.7 + _lerp(z[:, 20], -3.5, 3.5) + sp * 5.0
+    p["nose_x"] = 48.0 + sy * 7.0
+    p["nose_w"] = _lerp(z[:, 21], 4.0, 7.5)
+    # ---- mouth (identity width / lips, expression smile)
+    smile = np.where(u[:, 12] < 0.4, u[:, 2], 0.0) * min(1.0, 0.5 + 0.5 * d)
+    p["smile"] = smile
+    p["mouth_y"] = 92.3 + _lerp(z[:, 22], -3.0, 3.0) + sp * 3.0
+    p["mouth_x"] = 48.0 + sy * 4.0
+    p["mouth_a"] = _lerp(z[:, 23], 10.5, 16.5) * (1 + 0.18 * smile)
+    p["lip_b"] = _lerp(z[:, 24], 2.0, 4.2)
+    p["lip"] = p["skin"] * np.array([0.78, 0.58, 0.58]) + (z[:, 25:26] - 0.5) * 20
+    p["teeth"] = np.clip((smile - 0.55) * 2.5, 0, 1)
+    # ---- ears
+    p["ear_y"] = _lerp(z[:, 26], 56.0, 66.0)
+    p["ear_a"] = _lerp(z[:, 27], 4.0, 6.5)
+    p["ear_b"] = _lerp(z[:, 28], 8.0, 12.0)
+    # ---- hair: style 0 bald, 1 short, 2 medium, 3 long, 4 fringe; colour; hairline
+    style = np.minimum((z[:, 29] * 5).astype(np.int64), 4)
+    p["style"] = style
+    grey = np.where(z[:, 30] < 0.12, 6 + z[:, 31] * 1.99, z[:, 31] * 5.99)
+    p["hair"] = _palette(_HAIR, grey / 7.0) + (z[:, 32:35] - 0.5) * 16
+    p["hairline"] = np.select([style == 0, style == 4], [_lerp(z[:, 33], 2.0, 12.0), _lerp(z[:, 33], 30.0, 38.0)],
+                              _lerp(z[:, 33], 18.0, 28.0)) + n[:, 4] * 1.0 * d
+    p["hair_curve"] = np.where(style == 0, 0.06, _lerp(z[:, 34], 0.004, 0.02))
+    p["hair_thick"] = np.select([style == 0, style == 1], [1.0, 3.0], 6.0) + z[:, 35] * 3
+    p["long"] = (style == 3).astype(np.float64)
+    # ---- facial hair: 0 none, 1 stubble, 2 mustache, 3 beard, 4 goatee (more often none)
+    fh = np.minimum((np.maximum(z[:, 36] - 0.45, 0) / 0.55 * 5).astype(np.int64), 4)
+    p["stubble"] = np.where(fh == 1, 0.22, np.where(fh == 3, 0.9, 0.0))
+    p["mustache"] = np.where((fh == 2) | (fh == 3) | (fh == 4), 0.9, 0.0)
+    p["goatee"] = np.where((fh == 4) | (fh == 3), 0.9, 0.0)
+    # ---- marks: a mole somewhere on the cheeks
+    p["mole"] = (z[:, 37] < 0.4).astype(np.float64)
+    p["mole_x"] = 48.0 + _lerp(z[:, 38], -22.0, 22.0)
+    p["mole_y"] = _lerp(z[:, 39], 60.0, 86.0)
+    # ---- accessories (identity propensity x image draw)
+    p_glasses = np.where(z[:, 40] < 0.25, 0.75, 0.06) * min(1.0, d)
+    p["glasses"] = (u[:, 20] < p_glasses).astype(np.float64)
+    p["sunglasses"] = p["glasses"] * (u[:, 21] < 0.15)
+    metal = (z[:, 42] < 0.3)[:, None]
+    p["frame"] = np.where(metal, 150.0 + 60 * z[:, 41:42], _palette(_HAIR[:3], z[:, 41]))
+    p["hat"] = (u[:, 22] < 0.10 * d).astype(np.float64)
+    p["hat_y"] = _lerp(u[:, 23], 14.0, 28.0)
+    p["hat_col"] = u[:, 24:27] * 200 + 20
+    # ---- occlusion: an object (hand, phone, scarf) over part of the face
+    p["occ"] = (u[:, 30] < 0.12 * d).astype(np.float64)
+    p["occ_x"] = _lerp(u[:, 32], 10.0, 86.0)
+    p["occ_y"] = np.where(u[:, 31] < 0.6, _lerp(u[:, 33], 85.0, 110.0), _lerp(u[:, 33], 20.0, 100.0))
+    p["occ_a"] = _lerp(u[:, 34], 8.0, 22.0)
+    p["occ_b"] = _lerp(u[:, 35], 6.0, 16.0)
+    p["occ_col"] = np.where(u[:, 36:37] < 0.5, p["skin"] * 0.9, u[:, 37:40] * 220 + 20)
+    # ---- background
+    p["bg"] = (u[:, 44:47] * 0.45 + u[:, 43:44] * 0.55) * 230 + 12  # mostly muted, some colour
+    p["bg_gx"] = (u[:, 47:50] - 0.5) * 80 * d
+    p["bg_gy"] = (u[:, 50:53] - 0.5) * 80 * d
+    # ---- illumination: direction, strength, intensity, colour cast, side shading
+    ang = u[:, 53] * 2 * np.pi
+    strength = _lerp(u[:, 54], 0.0, 0.55) * min(d, 1.8)
+    p["light_x"] = np.cos(ang) * strength
+    p["light_y"] = np.sin(ang) * strength * 0.6
+    p["intensity"] = np.clip(1.0 + n[:, 5] * 0.18 * d, 0.45, 1.6)
+    p["cast"] = np.clip(1.0 + n[:, 6:9] * 0.07 * d, 0.7, 1.3)
+    p["side_shade"] = _lerp(u[:, 55], 0.0, 0.45) * min(d, 1.5)
+    # ---- imaging: alignment jitter of a 5-point detector, blur, noise, JPEG
+    p["jit_rot"] = n[:, 9] * 3.0 * d
+    p["jit_scale"] = 1.0 + n[:, 10] * 0.035 * d
+    p["jit_tx"] = n[:, 11] * 1.6 * d
+    p["jit_ty"] = n[:, 12] * 1.6 * d
+    p["blur"] = np.where(u[:, 40] < 0.5 * min(d, 1.5), _lerp(u[:, 56], 0.3, 1.4) * d, 0.0)
+    p["noise"] = _lerp(u[:, 57], 1.0, 8.0) * d
+    p["noise_ox"] = (u[:, 58] * 150).astype(np.int64)
+    p["noise_oy"] = (u[:, 59] * 130).astype(np.int64)
+    p["jpeg"] = np.where(u[:, 41] < 0.35 * min(d, 2.0), _lerp(u[:, 60], 25, 70), 0).astype(np.int64)
+    return p
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pixel compositing: soft masks on a float32 torch canvas (B, 3, 112, 96), restricted to shape windows.
+# ----------------------------------------------------------------------------------------------------------
+
+H, W = TEMPLATE_SIZE
+_XS = torch.arange(W, dtype=torch.float32) + 0.5
+_YS = torch.arange(H, dtype=torch.float32) + 0.5
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def _window(lo: np.ndarray, hi: np.ndarray, size: int) -> tuple[int, int]:
+    return max(0, int(np.floor(lo.min())) - 1), min(size, int(np.ceil(hi.max())) + 2)
+
+
+class _Canvas:
+    def __init__(self, bg: np.ndarray) -> None:
+        self.B = len(bg)
+        self.img = _t(bg)[:, :, None, None].expand(self.B, 3, H, W).contiguous()
+
+    def ellipse(self, cx, cy, a, b, soft=1.0, curve=None, taper=None, win=None):
+        """Soft mask (B, 1, h, w) of the ellipse ((x-cx)/a)^2 + ((y - cy - curve (x-cx)^2)/b)^2 <= 1.
+
+        ``taper`` narrows the lower half (a jaw): half-width a (1 - taper ((y-cy)/b)^2) below the centre.
+        Returns the mask and the window (y0, y1, x0, x1) it covers.
+        """
+        a = np.maximum(a, 0.3)
+        b = np.maximum(b, 0.3)
+        # the mask is > 0 out to 1 + 0.5 / k times each semi-axis (k below); the window covers that support,
+        # so pixels never depend on which other images share the batch
+        grow = 1.0 + 0.5 * soft / np.minimum(a, b)
+        rx, ry = a * grow + 1.0, b * grow + 1.0
+        ext = np.abs(curve) * rx * rx if curve is not None else 0.0
+        if win is None:
+            y0, y1 = _window(cy - ry - ext, cy + ry + ext, H)
+            x0, x1 = _window(cx - rx, cx + rx, W)
+        else:
+            y0, y1, x0, x1 = win
+        xs, ys = _XS[x0:x1], _YS[y0:y1]
+        tcx, tcy = _t(cx)[:, None], _t(cy)[:, None]
+        dx = xs[None, :] - tcx                                  # (B, w)
+        dx2 = dx * dx * _t(1.0 / (a * a))[:, None]
+        if curve is not None:
+            yy = ys[None, :, None] - (tcy[:, :, None] + _t(curve)[:, None, None] * (dx * dx)[:, None, :])
+            yy = yy * _t(1.0 / b)[:, None, None]
+            q = yy * yy
+        else:
+            dy = (ys[None, :] - tcy) * _t(1.0 / b)[:, None]      # (B, h)
+            q = (dy * dy)[:, :, None]
+        if taper is not None:
+            dyr = torch.clamp((ys[None, :] - tcy) * _t(1.0 / b)[:, None], min=0.0)
+            wy = 1.0 - _t(taper)[:, None] * dyr * dyr
+            q = q + dx2[:, None, :] / (wy * wy)[:, :, None]
+        else:
+            q = q + dx2[:, None, :]
+        q = q.sqrt_()
+        k = np.minimum(a, b) / soft
+        q.mul_(_t(-k)[:, None, None]).add_(_t(0.5 + k)[:, None, None]).clamp_(0.0, 1.0)
+        return q[:, None], (y0, y1, x0, x1)
+
+    def paint(self, mask, win, color, alpha=None) -> None:
+        """Composite a colour (B, 3) through a mask with optional per-image opacity alpha (B,)."""
+        y0, y1, x0, x1 = win
+        if alpha is not None:
+            mask = mask * _t(alpha)[:, None, None, None]
+        region = self.img[:, :, y0:y1, x0:x1]
+        diff = _t(color)[:, :, None, None] - region
+        region.add_(diff.mul_(mask))
+
+    def shade(self, mask, win, amount) -> None:
+        """Darken (amount > 0) or lighten (< 0) through a mask: multiply by 1 - amount * mask."""
+        y0, y1, x0, x1 = win
+        f = mask * _t(-amount)[:, None, None, None]
+        self.img[:, :, y0:y1, x0:x1].mul_(f.add_(1.0))
+
+    def draw(self, color, alpha=None, **kw) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+        m, win = self.ellipse(**kw)
+        self.paint(m, win, color, alpha)
+        return m, win
+
+
+def _subset(p: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[idx] for k, v in p.items()}
+
+
+def _draw_hat(c: _Canvas, p: dict[str, np.ndarray]) -> None:
+    cx = p["head_cx"]
+    c.draw(p["hat_col"], cx=cx, cy=p["hat_y"] - 10, a=p["head_ax"] + 5, b=np.full_like(cx, 26.0), soft=1.0)
+    c.draw(p["hat_col"] * 0.75, cx=cx, cy=p["hat_y"] + 1, a=p["head_ax"] + 11, b=np.full_like(cx, 3.0))
+
+
+def _draw_glasses(c: _Canvas, p: dict[str, np.ndarray]) -> None:
+    ga, gb = p["eye_a"] + 3.5, p["eye_b"] + 4.5
+    for ex in (p["eye_xl"], p["eye_xr"]):
+        outer, win = c.ellipse(cx=ex, cy=p["eye_y"] + 0.5, a=ga, b=gb, soft=0.8)
+        inner, _ = c.ellipse(cx=ex, cy=p["eye_y"] + 0.5, a=ga - 1.3, b=gb - 1.3, soft=0.8, win=win)
+        c.paint(inner, win, np.full((c.B, 3), 20.0), 0.12 + 0.8 * p["sunglasses"])
+        c.paint(outer - inner, win, p["frame"])
+    mid = (p["eye_xl"] + p["eye_xr"]) / 2
+    c.draw(p["frame"], cx=mid, cy=p["eye_y"] - 1.0, a=(p["eye_xr"] - p["eye_xl"]) / 2 - ga + 1.5,
+           b=np.full_like(mid, 0.8), soft=0.8, curve=np.full_like(mid, 0.02))
+
+
+def _draw_blush(c: _Canvas, p: dict[str, np.ndarray]) -> None:
+    for ex in (p["eye_xl"], p["eye_xr"]):
+        c.draw(np.array([[200.0, 90, 90]]).repeat(c.B, 0), p["blush"], cx=ex, cy=p["eye_y"] + 20,
+               a=np.full(c.B, 8.0), b=np.full(c.B, 6.0), soft=5.0)
+
+
+def _draw_beard(c: _Canvas, p: dict[str, np.ndarray]) -> None:
+    """Stubble or beard: the head's lower part below a line that rises towards the sideburns."""
+    hx, beard_top = p["head_cx"], p["mouth_y"] - 10
+    bm, bwin = c.ellipse(cx=hx, cy=p["head_cy"], a=p["head_ax"], b=p["head_ay"], soft=1.2, taper=p["jaw"],
+                         win=(int(max(0, np.floor(beard_top.min() - 0.012 * 50**2 - 2))), H, 0, W))
+    dxb = _XS[None, :] - _t(hx)[:, None]
+    top = _t(beard_top)[:, None] - 0.012 * dxb * dxb
+    below = torch.clamp((_YS[None, bwin[0]:, None] - top[:, None, :]) / 3.0, 0.0, 1.0)
+    c.paint(bm * below[:, None], bwin, p["hair"] * 0.9, p["stubble"])
+
+
+def _draw_occluder(c: _Canvas, p: dict[str, np.ndarray]) -> None:
+    c.draw(p["occ_col"], cx=p["occ_x"], cy=p["occ_y"], a=p["occ_a"], b=p["occ_b"], soft=1.5)
+
+
+def _optional(c: _Canvas, p: dict[str, np.ndarray], flag: str, fn) -> None:
+    """Draw ``fn`` only on the images whose ``flag`` is set (work proportional to how many have it)."""
+    idx = np.flatnonzero(p[flag] > 0)
+    if len(idx) == 0:
+        return
+    sub = _Canvas.__new__(_Canvas)
+    sub.B, ti = len(idx), torch.from_numpy(idx)
+    sub.img = c.img.index_select(0, ti)
+    fn(sub, _subset(p, idx))
+    c.img.index_copy_(0, ti, sub.img)
+
+
+def _render_float(p: dict[str, np.ndarray]) -> torch.Tensor:
+    """The aligned, lit face before imaging effects: float32 (B, 3, 112, 96)."""
+    c = _Canvas(p["bg"])
+    B = c.B
+    # background gradient
+    gy = _t(p["bg_gy"])[:, :, None, None] * ((_YS - H / 2) / H)[None, None, :, None]
+    gx = _t(p["bg_gx"])[:, :, None, None] * ((_XS - W / 2) / W)[None, None, None, :]
+    c.img.add_(gy).add_(gx)
+    hx, hy, ha, hb = p["head_cx"], p["head_cy"], p["head_ax"], p["head_ay"]
+    skin = p["skin"]
+    # long hair behind the head, neck
+    _optional(c, p, "long", lambda c, p: c.draw(p["hair"], cx=p["head_cx"], cy=p["head_cy"] + 22,
+                                                a=p["head_ax"] + 9, b=p["head_ay"] + 20, soft=2.0))
+    c.draw(skin * 0.82, cx=hx, cy=hy + hb + 4, a=ha * 0.62, b=np.full(B, 22.0), soft=2.0)
+    # ears at the head's edge
+    wy = ha * np.sqrt(np.clip(1 - ((p["ear_y"] - hy) / hb) ** 2, 0.2, 1)) * (1 - p["jaw"] * np.clip(
+        (p["ear_y"] - hy) / hb, 0, 1) ** 2)
+    for side in (-1, 1):
+        c.draw(skin * 0.88, cx=hx + side * (wy - 1.0), cy=p["ear_y"], a=p["ear_a"], b=p["ear_b"], soft=1.2)
+    # head, relief shading away from the light
+    head, hwin = c.draw(skin, cx=hx, cy=hy, a=ha, b=hb, soft=1.2, taper=p["jaw"])
+    lit, _ = c.ellipse(cx=hx + p["light_x"] * 14, cy=hy - p["light_y"] * 14, a=ha * 0.95, b=hb * 0.98,
+                       soft=12.0, taper=p["jaw"], win=hwin)
+    c.shade(head * (1.0 - lit), hwin, p["side_shade"])
+    # cheeks, mole, stubble/beard
+    _optional(c, p, "blush", _draw_blush)
+    _optional(c, p, "stubble", _draw_beard)
+    _optional(c, p, "mole", lambda c, p: c.draw(np.full((c.B, 3), 40.0), cx=p["mole_x"], cy=p["mole_y"],
+                                                a=np.full(c.B, 1.1), b=np.full(c.B, 1.1), soft=0.8))
+    # hair on top, inside an ellipse slightly larger than the head and above the hairline
+    t = p["hair_thick"]
+    hm, hwin2 = c.ellipse(cx=hx, cy=hy, a=ha + t, b=hb + t, soft=1.5,
+                          win=(0, H, 0, W))
+    y1 = hwin2[1]
+    dxh = _XS[None, :] - _t(hx)[:, None]
+    hl = _t(p["hairline"])[:, None] + _t(p["hair_curve"])[:, None] * dxh * dxh
+    limit = torch.clamp((hl[:, None, :] - _YS[None, :y1, None]) / 2.0 + 0.5, 0.0, 1.0)
+    c.paint(hm * limit[:, None], hwin2, p["hair"])
+    # brows
+    for ex, sgn in ((p["eye_xl"], -1), (p["eye_xr"], 1)):
+        c.draw(p["hair"] * 0.75, 0.9, cx=ex + sgn * 1.0, cy=p["brow_y"], a=p["brow_a"], b=p["brow_b"],
+               soft=1.0, curve=p["brow_arch"])
+    # eyes: socket shadow, sclera, iris, pupil, upper lid
+    for ex, sgn in ((p["eye_xl"], -1), (p["eye_xr"], 1)):
+        ey, ea = p["eye_y"], p["eye_a"] * (1 - 0.25 * sgn * np.sin(np.radians(p["yaw"])))
+        eb = p["eye_b"] * np.maximum(p["eye_open"], 0.05)
+        sock, swin = c.ellipse(cx=ex, cy=ey - 1, a=ea + 3, b=p["eye_b"] + 3.5, soft=3.0)
+        c.shade(sock, swin, np.full(B, 0.18))
+        sclera, win = c.ellipse(cx=ex, cy=ey, a=ea, b=eb, soft=0.8, curve=p["eye_slant"] * sgn * 0.3)
+        c.paint(sclera, win, np.full((B, 3), 236.0), np.minimum(p["eye_open"], 1.0))
+        iris, _ = c.ellipse(cx=ex + p["gaze"], cy=ey, a=p["iris_r"], b=p["iris_r"], soft=0.8, win=win)
+        c.paint(iris * sclera, win, p["iris"])
+        pupil, _ = c.ellipse(cx=ex + p["gaze"], cy=ey, a=p["iris_r"] * 0.45, b=p["iris_r"] * 0.45, soft=0.7,
+                             win=win)
+        c.paint(pupil * sclera, win, np.full((B, 3), 12.0))
+        c.draw(np.full((B, 3), 30.0), 0.85, cx=ex, cy=ey - eb * 0.9, a=ea * 1.02, b=np.full(B, 0.8), soft=0.8,
+               curve=0.35 / ea)
+    # nose: bridge shadow on the dark side, shadow under the tip, nostrils
+    nx, ny, nw = p["nose_x"], p["nose_y"], p["nose_w"]
+    side = np.where(p["light_x"] >= 0, -1.0, 1.0)
+    c.draw(skin * 0.7, 0.35, cx=nx + side * nw * 0.55, cy=(ny + p["eye_y"]) / 2 + 1, a=np.full(B, 1.6),
+           b=(ny - p["eye_y"]) / 2, soft=1.5)
+    c.draw(skin * 0.62, 0.5, cx=nx, cy=ny + 1.6, a=nw * 1.05, b=np.full(B, 2.2), soft=1.5)
+    for sgn in (-1, 1):
+        c.draw(skin * 0.35, 0.8, cx=nx + sgn * nw * 0.45, cy=ny + 1.0, a=nw * 0.28, b=np.full(B, 1.1), soft=0.8)
+    c.draw(np.minimum(skin * 1.12 + 10, 255), 0.35, cx=nx, cy=ny - 2.5, a=nw * 0.45, b=np.full(B, 2.4), soft=2.0)
+    # mustache, goatee, mouth (lips, opening, teeth)
+    mx, my, ma = p["mouth_x"], p["mouth_y"], p["mouth_a"]
+    curve = -p["smile"] * 0.9 / ma + 0.004
+    p["curve"] = curve
+    _optional(c, p, "mustache", lambda c, p: c.draw(
+        p["hair"] * 0.8, 0.9, cx=p["mouth_x"], cy=p["mouth_y"] - p["lip_b"] - 3.0, a=p["mouth_a"] * 0.95,
+        b=np.full(c.B, 2.3), soft=1.0, curve=p["curve"] * 0.6 + 0.006))
+    _optional(c, p, "goatee", lambda c, p: c.draw(
+        p["hair"] * 0.8, 0.9, cx=p["mouth_x"], cy=p["mouth_y"] + p["lip_b"] + 7.5, a=p["mouth_a"] * 0.5,
+        b=np.full(c.B, 4.5), soft=1.5))
+    c.draw(p["lip"], cx=mx, cy=my, a=ma, b=p["lip_b"] * (1 + 0.4 * p["teeth"]), soft=1.0, curve=curve)
+    gap = 0.55 + 1.8 * p["teeth"]
+    c.draw(np.full((B, 3), 40.0) * (1 - p["teeth"][:, None]) + 225 * p["teeth"][:, None], cx=mx, cy=my,
+           a=ma * 0.92, b=gap, soft=0.7, curve=curve)
+    # accessories and occlusion (only the images that have them)
+    _optional(c, p, "glasses", _draw_glasses)
+    _optional(c, p, "hat", _draw_hat)
+    _optional(c, p, "occ", _draw_occluder)
+    # illumination: directional gradient, intensity, colour cast
+    ly = _t(-p["light_y"])[:, None, None, None] * ((_YS - H / 2) / (H / 2))[None, None, :, None]
+    lx = _t(p["light_x"] * 0.8)[:, None, None, None] * ((_XS - W / 2) / (W / 2))[None, None, None, :]
+    gain = (ly + lx).add_(1.0).mul_(_t(p["intensity"])[:, None, None, None])
+    c.img.mul_(gain).mul_(_t(p["cast"])[:, :, None, None])
+    return c.img
+
+
+@functools.lru_cache(maxsize=1)
+def _noise_bank() -> np.ndarray:
+    """A fixed float32 N(0, 1) texture (256, 256, 3); images crop it at their own offsets."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([0x5EED, 112, 96])))
+    return rng.standard_normal((256, 256, 3)).astype(np.float32)
+
+
+def _imaging(img_u8: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
+    """Camera then detector: blur, sensor noise, JPEG, then the alignment warp of an imperfect 5-point
+    detector (a similarity transform); uint8 (B, 112, 96, 3) in and out."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # tiny images: a thread pool costs more than it saves
+    try:
+        for i in np.flatnonzero(p["blur"] > 0):
+            img_u8[i] = cv2.GaussianBlur(img_u8[i], (0, 0), float(p["blur"][i]), borderType=cv2.BORDER_REPLICATE)
+        bank = _noise_bank()
+        noise = np.stack([bank[oy:oy + H, ox:ox + W] for oy, ox in zip(p["noise_oy"], p["noise_ox"])])
+        noise *= p["noise"].astype(np.float32)[:, None, None, None]
+        img = np.clip(img_u8 + np.rint(noise), 0, 255).astype(np.uint8)
+        for i in np.flatnonzero(p["jpeg"] > 0):
+            ok, buf = cv2.imencode(".jpg", img[i], [cv2.IMWRITE_JPEG_QUALITY, int(p["jpeg"][i])])
+            img[i] = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        centre = (48.0, 62.0)
+        for i in range(len(img)):
+            m = cv2.getRotationMatrix2D(centre, float(p["jit_rot"][i]), float(p["jit_scale"][i]))
+            m[0, 2] += float(p["jit_tx"][i])
+            m[1, 2] += float(p["jit_ty"][i])
+            img[i] = cv2.warpAffine(img[i], m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    finally:
+        cv2.setNumThreads(threads)
+    return img
+
+
+def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Exact integer block average from 112x96 to (112/f, 96/f), f in {1, 2, 4}."""
+    f = H // size[0]
+    if f == 1:
+        return img
+    b, h, w, ch = img.shape
+    s = img.reshape(b, h // f, f, w // f, f, ch).astype(np.uint32).sum(axis=(2, 4))
+    return ((s + (f * f) // 2) // (f * f)).astype(np.uint8)
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma in integer arithmetic, keeping a channel axis of 1."""
+    s = img.astype(np.uint32) @ np.array([299, 587, 114], np.uint32)
+    return ((s + 500) // 1000).astype(np.uint8)[..., None]
+
+
+def render(latents: np.ndarray, nuisances: np.ndarray, *, size: tuple[int, int] = TEMPLATE_SIZE,
+           grey: bool = False, difficulty: float = 1.0, chunk: int = 64, threads_per_render: int = 1) -> np.ndarray:
+    """Render faces from identity latents (B, _N_ID) and nuisance vectors (B, K): uint8 (B, h, w, C).
+
+    The pixels do not depend on ``chunk`` or ``threads_per_render`` (elementwise float32 operations only).
+    """
+    if tuple(size) not in OUTPUT_SIZES:
+        raise ValueError(f"size={tuple(size)} is not supported: use one of {list(OUTPUT_SIZES)}")
+    Difficulty(difficulty)
+    latents, nuisances = np.asarray(latents, np.float64), np.asarray(nuisances, np.float64)
+    if latents.ndim != 2 or nuisances.shape != (len(latents), _N_IMG_U + _N_IMG_N):
+        raise ValueError(f"need latents (B, {_N_ID}) and nuisances (B, {_N_IMG_U + _N_IMG_N}), "
+                         f"got {latents.shape} and {nuisances.shape}")
+    out = np.empty((len(latents), *size, 1 if grey else 3), np.uint8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads_per_render)  # small ops: OpenMP spinning on a busy machine costs 10x
+    try:
+        for s in range(0, len(latents), chunk):
+            p = _params(latents[s:s + chunk], nuisances[s:s + chunk], difficulty)
+            img = _render_float(p).clamp_(0.0, 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+            img = _resize(_imaging(img.numpy(), p), size)
+            out[s:s + chunk] = _grey(img) if grey else img
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def render_images(seed: int, identities, indices, **kw) -> np.ndarray:
+    """Still images: image ``indices[i]`` of identity ``identities[i]`` under ``seed`` (see :func:`render`)."""
+    identities, indices = np.asarray(identities, np.int64), np.asarray(indices, np.int64)
+    if identities.shape != indices.shape or identities.ndim != 1:
+        raise ValueError(f"identities and indices must be 1-D of equal length, got {identities.shape} "
+                         f"and {indices.shape}")
+    z = np.stack([identity_latent(seed, int(i)) for i in identities]) if len(identities) else np.zeros((0, _N_ID))
+    v = (np.stack([image_nuisance(seed, int(i), int(j)) for i, j in zip(identities, indices)])
+         if len(identities) else np.zeros((0, _N_IMG_U + _N_IMG_N)))
+    return render(z, v, **kw)
+
+
+def render_video(seed: int, identity: int, video: int, num_frames: int, **kw) -> np.ndarray:
+    """The frames (num_frames, h, w, C) of one video of ``identity``: nuisance varies smoothly across frames."""
+    v = video_nuisance(seed, identity, video, num_frames)
+    z = np.repeat(identity_latent(seed, identity)[None], num_frames, 0)
+    return render(z, v, **kw)

@@ -1,0 +1,136 @@
+"""The synthetic face dataset: determinism, shapes, identity-disjoint splits, protocol files, cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sphereface_lib.data.protocols import pair_rows, read_lfw_pairs, read_ytf_splits, video_rows
+from sphereface_lib.data.synthetic import (
+    DISTRACTOR_OFFSET, GENERATOR_VERSION, SIZES, SyntheticConfig, identity_name, render_images, render_video,
+    synthetic_benchmark,
+)
+
+
+def test_same_image_bit_for_bit_across_calls_batches_and_chunks():
+    ids, idx = np.array([3, 7, 3, 11, 5]), np.array([0, 2, 1, 4, 9])
+    a = render_images(0, ids, idx)
+    b = render_images(0, ids[::-1], idx[::-1], chunk=2)[::-1]
+    c = np.stack([render_images(0, [i], [j])[0] for i, j in zip(ids, idx)])
+    assert a.dtype == np.uint8 and a.shape == (5, 112, 96, 3)
+    assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_seed_identity_and_index_change_the_image():
+    base = render_images(0, [1], [1])[0].astype(int)
+    for other in (render_images(1, [1], [1])[0], render_images(0, [2], [1])[0], render_images(0, [1], [2])[0]):
+        assert np.abs(base - other).mean() > 3
+
+
+@pytest.mark.parametrize("size,grey,shape", [((56, 48), False, (2, 56, 48, 3)), ((28, 24), True, (2, 28, 24, 1))])
+def test_downsampled_and_grey_shapes(size, grey, shape):
+    full = render_images(0, [4, 5], [0, 0])
+    small = render_images(0, [4, 5], [0, 0], size=size, grey=grey)
+    assert small.shape == shape and small.dtype == np.uint8
+    f = 112 // size[0]
+    mean = full.reshape(2, size[0], f, size[1], f, 3).mean(axis=(2, 4))
+    if grey:
+        mean = mean @ np.array([0.299, 0.587, 0.114])
+        mean = mean[..., None]
+    assert np.abs(small - mean).max() <= 1.0
+
+
+def test_bad_input_names_the_parameter():
+    with pytest.raises(ValueError, match="size="):
+        render_images(0, [1], [1], size=(64, 64))
+    with pytest.raises(ValueError, match="seed="):
+        render_images(-1, [1], [1])
+    with pytest.raises(ValueError, match="difficulty="):
+        render_images(0, [1], [1], difficulty=9.0)
+    with pytest.raises(ValueError, match="train_images_min"):
+        SyntheticConfig(train_images_min=50, train_images_median=10)
+
+
+def test_video_frames_vary_smoothly():
+    frames = render_video(0, 42, 0, 6).astype(float)
+    step = np.abs(np.diff(frames, axis=0)).mean()
+    other = np.abs(frames[0] - render_video(0, 43, 0, 1)[0]).mean()
+    assert step < other
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    return synthetic_benchmark(tmp_path_factory.mktemp("syn"), "smoke")
+
+
+def _names(ds):
+    return {k.split("/")[0] for k in ds.keys}
+
+
+def test_splits_are_identity_disjoint(smoke):
+    parts = [smoke.train, smoke.lfw, smoke.ytf, smoke.megaface_probe, smoke.megaface_distractors]
+    names = [_names(p) for p in parts]
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            assert not names[i] & names[j], (parts[i].root.name, parts[j].root.name)
+    cfg = smoke.config
+    assert len(names[0]) == cfg.train_identities
+    assert len(smoke.megaface_distractors) == cfg.megaface_distractors
+
+
+def test_packed_shapes_labels_keys(smoke):
+    cfg = smoke.config
+    for ds in (smoke.train, smoke.lfw, smoke.ytf, smoke.megaface_probe, smoke.megaface_distractors):
+        assert ds.images.shape[1:] == (cfg.height, cfg.width, 3) and ds.images.dtype == np.uint8
+        assert ds.manifest.version == GENERATOR_VERSION
+        assert all(ds.identities[lab] == k.split("/")[0] for lab, k in zip(ds.labels, ds.keys))
+    counts = np.bincount(smoke.train.labels)
+    assert counts.min() >= cfg.train_images_min and counts.max() <= cfg.train_images_max
+
+
+def test_lfw_pairs_file_format_and_counts(smoke):
+    cfg = smoke.config
+    lines = smoke.lfw_pairs.read_text().splitlines()
+    assert lines[0] == f"{cfg.lfw_folds}\t{cfg.lfw_pairs_per_fold}"
+    body = [ln.split("\t") for ln in lines[1:]]
+    assert len(body) == 2 * cfg.lfw_folds * cfg.lfw_pairs_per_fold
+    n = cfg.lfw_pairs_per_fold
+    for f in range(cfg.lfw_folds):
+        block = body[2 * n * f: 2 * n * (f + 1)]
+        assert all(len(b) == 3 and int(b[1]) >= 1 for b in block[:n])
+        assert all(len(b) == 4 and b[0] != b[2] for b in block[n:])
+    pairs = read_lfw_pairs(smoke.lfw_pairs)
+    a, b = pair_rows(smoke.lfw, pairs)
+    assert np.array_equal(smoke.lfw.labels[a] == smoke.lfw.labels[b], pairs.is_same)
+    assert len(set(zip(pairs.keys_a, pairs.keys_b))) == len(pairs)
+
+
+def test_ytf_splits_file_format_and_counts(smoke):
+    cfg = smoke.config
+    lines = smoke.ytf_splits.read_text().splitlines()
+    assert lines[0] == "split,video_a,video_b,same"
+    assert len(lines) - 1 == 2 * cfg.ytf_splits * cfg.ytf_pairs_per_split
+    pairs = read_ytf_splits(smoke.ytf_splits)
+    rows = video_rows(smoke.ytf, pairs)
+    assert all(len(r) == cfg.ytf_frames for r in rows.values())
+    same = np.array([a.split("/")[0] == b.split("/")[0] for a, b in zip(pairs.keys_a, pairs.keys_b)])
+    assert np.array_equal(same, pairs.is_same)
+    assert np.bincount(pairs.folds).tolist() == [2 * cfg.ytf_pairs_per_split] * cfg.ytf_splits
+
+
+def test_distractors_are_lazy_and_match_the_pack(smoke):
+    d = smoke.distractors
+    assert np.array_equal(d.render(5, 8), smoke.megaface_distractors.images[5:8])
+    assert d.keys(5, 6) == [f"{identity_name(DISTRACTOR_OFFSET + 5)}/0001"]
+    big = type(d)(smoke.config, 1_000_000)
+    assert len(big) == 1_000_000 and big.render(999_998, 1_000_000).shape[0] == 2
+
+
+def test_cache_is_reused_and_keyed_by_parameters(smoke, tmp_path):
+    root = smoke.root
+    again = synthetic_benchmark(root.parent, "smoke")
+    assert again.root == root
+    assert again.train.images.filename == smoke.train.images.filename
+    assert SIZES["smoke"].cache_key() != SyntheticConfig(**{**SIZES["smoke"].__dict__, "difficulty": 1.1}).cache_key()
+    with pytest.raises(ValueError, match="size="):
+        synthetic_benchmark(tmp_path, "huge")
