@@ -12,6 +12,15 @@ from torch.func import functional_call
 from sphereface_lib.losses import LSOFTMAX_SCHEDULE, LambdaSchedule, LSoftmax, create_head
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared 2-core machine (60x here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def reference_logits(x: torch.Tensor, w: torch.Tensor, labels: torch.Tensor, m: int, lam: float) -> torch.Tensor:
     """L-Softmax Eq. 4-6 one sample and one class at a time, theta by acos."""
     out = torch.empty(x.shape[0], w.shape[0], dtype=torch.float64)
