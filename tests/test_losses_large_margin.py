@@ -76,6 +76,9 @@ def test_official_schedule_and_update() -> None:
     expected = 1000.0 * (1 + 0.000025 * 20000) ** -35.0
     assert head.lambda_ == pytest.approx(expected) and head.log_values() == {"lambda": head.lambda_}
     assert head.lambda_ < 1e-3
+    restored = create_head("lsoftmax", 4, 3, m=2)
+    restored.load_state_dict(head.state_dict())  # the iteration travels with checkpoints
+    assert restored.lambda_ == head.lambda_
 
 
 def test_gradcheck_float64() -> None:

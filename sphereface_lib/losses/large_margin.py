@@ -49,15 +49,22 @@ class LSoftmax(Head):
         weight = torch.empty(num_classes, feat_dim)
         nn.init.xavier_uniform_(weight)
         self.weight = nn.Parameter(weight)
-        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        # A Python int saved through get/set_extra_state: reading lambda never synchronizes with a GPU.
+        self.iteration = 0
 
     @property
     def lambda_(self) -> float:
         """The current lambda."""
-        return self.lambda_schedule(int(self.iteration))
+        return self.lambda_schedule(self.iteration)
 
     def update(self, iteration: int) -> None:
-        self.iteration.fill_(iteration)
+        self.iteration = int(iteration)
+
+    def get_extra_state(self) -> dict[str, int]:
+        return {"iteration": self.iteration}
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self.iteration = int(state["iteration"])
 
     def log_values(self) -> dict[str, float]:
         return {"lambda": self.lambda_}
