@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Head, check_inputs, float32_autocast_off, register_head
-from .large_margin import compute_dtype
+from .base import Head, check_inputs, compute_dtype, float32_autocast_off, register_head
 
 
 def arc_margin(cos_theta: Tensor, m: float) -> Tensor:

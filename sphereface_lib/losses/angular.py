@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Head, check_inputs, float32_autocast_off, register_head
+from .base import Head, check_inputs, compute_dtype, float32_autocast_off, register_head
 
 # cos(m theta) as a polynomial in cos(theta): the Chebyshev polynomials T_m, m = 0..4.
 _CHEBYSHEV = {
@@ -77,15 +77,12 @@ class LambdaSchedule:
         return max(self.lambda_min, self.base * (1.0 + self.gamma * iteration) ** (-self.power))
 
 
-def _unit_weights(weight: Tensor) -> Tensor:
-    return F.normalize(weight.float(), dim=1)
-
-
-def _norm_and_cos(features: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-    """(||x||, cos theta_j) in float32, safe for zero and very large features."""
-    x = features.float()
+def norm_and_cos(features: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """(||x||, cos theta_j) in float32 (float64 for float64 input), safe for zero and very large features."""
+    dtype = compute_dtype(features)
+    x = features.to(dtype)
     norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-    cos = F.linear(F.normalize(x, dim=1), _unit_weights(weight)).clamp(-1.0, 1.0)
+    cos = F.linear(F.normalize(x, dim=1), F.normalize(weight.to(dtype), dim=1)).clamp(-1.0, 1.0)
     return norm, cos
 
 
@@ -106,7 +103,8 @@ class Softmax(Head):
     def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
         check_inputs(self, features, None)
         with float32_autocast_off(features):
-            return self.fc(features.float())
+            dtype = compute_dtype(features)
+            return F.linear(features.to(dtype), self.fc.weight.to(dtype), self.fc.bias.to(dtype))
 
 
 @register_head("modified_softmax")
@@ -120,12 +118,56 @@ class ModifiedSoftmax(Head):
     def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
         check_inputs(self, features, None)
         with float32_autocast_off(features):
-            norm, cos = _norm_and_cos(features, self.weight)
+            norm, cos = norm_and_cos(features, self.weight)
             return norm * cos
 
 
+class AnnealedMarginHead(Head):
+    """Shared by A-Softmax and L-Softmax: an integer margin m on the target angle, annealed by lambda.
+
+    The target cosine becomes (lambda cos theta_y + psi(theta_y)) / (1 + lambda), lambda from
+    ``lambda_schedule`` at the iteration given to :meth:`update`. The iteration is a Python int saved
+    through ``get_extra_state``, so reading lambda never synchronizes with a GPU.
+    """
+
+    def __init__(self, feat_dim: int, num_classes: int, m: int, lambda_schedule: LambdaSchedule) -> None:
+        super().__init__(feat_dim, num_classes)
+        if not isinstance(m, int) or isinstance(m, bool) or m not in SUPPORTED_M:
+            raise ValueError(f"{type(self).__name__} margin m must be an integer in {SUPPORTED_M}, got {m!r}")
+        self.m = m
+        self.lambda_schedule = lambda_schedule
+        self.weight = _xavier_weight(num_classes, feat_dim)
+        self.iteration = 0
+
+    @property
+    def lambda_(self) -> float:
+        """The current lambda."""
+        return self.lambda_schedule(self.iteration)
+
+    def update(self, iteration: int) -> None:
+        self.iteration = int(iteration)
+
+    def get_extra_state(self) -> dict[str, int]:
+        return {"iteration": self.iteration}
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self.iteration = int(state["iteration"])
+
+    def log_values(self) -> dict[str, float]:
+        return {"lambda": self.lambda_}
+
+    def margin_cos(self, cos: Tensor, labels: Tensor) -> Tensor:
+        """cos theta_j with the target column replaced by (lambda cos theta_y + psi(theta_y)) / (1 + lambda)."""
+        lam = self.lambda_
+        cos_y = cos.gather(1, labels[:, None])
+        return cos.scatter(1, labels[:, None], (lam * cos_y + psi(cos_y, self.m)) / (1.0 + lam))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, m={self.m}, lambda_schedule={self.lambda_schedule}"
+
+
 @register_head("asoftmax")
-class ASoftmax(Head):
+class ASoftmax(AnnealedMarginHead):
     """A-Softmax (Eq. 6-7): target logit ||x|| psi(theta_y), other logits ||x|| cos theta_j.
 
     Weights are renormalized to unit length on every forward, there is no bias and features are not
@@ -146,33 +188,10 @@ class ASoftmax(Head):
         m: int = 4,
         lambda_schedule: LambdaSchedule | None = None,
     ) -> None:
-        super().__init__(feat_dim, num_classes)
-        if not isinstance(m, int) or isinstance(m, bool) or m not in SUPPORTED_M:
-            raise ValueError(f"A-Softmax margin m must be an integer in {SUPPORTED_M}, got {m!r}")
-        self.m = m
-        self.lambda_schedule = lambda_schedule if lambda_schedule is not None else LambdaSchedule()
-        self.weight = _xavier_weight(num_classes, feat_dim)
-        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
-
-    @property
-    def lambda_(self) -> float:
-        """The current lambda."""
-        return self.lambda_schedule(int(self.iteration))
-
-    def update(self, iteration: int) -> None:
-        self.iteration.fill_(iteration)
-
-    def log_values(self) -> dict[str, float]:
-        return {"lambda": self.lambda_}
+        super().__init__(feat_dim, num_classes, m, lambda_schedule or LambdaSchedule())
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
         check_inputs(self, features, labels)
         with float32_autocast_off(features):
-            norm, cos = _norm_and_cos(features, self.weight)
-            lam = self.lambda_
-            cos_y = cos.gather(1, labels[:, None])
-            target = (lam * cos_y + psi(cos_y, self.m)) / (1.0 + lam)
-            return norm * cos.scatter(1, labels[:, None], target)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, m={self.m}, lambda_schedule={self.lambda_schedule}"
+            norm, cos = norm_and_cos(features, self.weight)
+            return norm * self.margin_cos(cos, labels)

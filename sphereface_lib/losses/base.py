@@ -91,3 +91,8 @@ def check_inputs(head: Head, features: Tensor, labels: Tensor | None) -> None:
 def float32_autocast_off(features: Tensor) -> torch.autocast:
     """A context that runs a head in float32 whatever autocast the backbone used."""
     return torch.autocast(device_type=features.device.type, enabled=False)
+
+
+def compute_dtype(features: Tensor) -> torch.dtype:
+    """float64 for float64 inputs (gradient checks), float32 for everything else (fp16 / bf16 included)."""
+    return torch.promote_types(features.dtype, torch.float32)
