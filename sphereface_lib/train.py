@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
 
 from .training import ConfigError, TrainConfig, TrainingDiverged, train
 
@@ -32,6 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"done: {result.iteration} iterations, checkpoint {result.checkpoint}, last log {last}")
     return 0
 
+
+class _TrainModule(types.ModuleType):
+    """Importing this module makes ``sphereface_lib.train`` name the module instead of the re-exported
+    function ``train``; calling the module trains, so ``sphereface_lib.train(config)`` works either way."""
+
+    def __call__(self, config: TrainConfig, *, resume: bool = True):
+        return train(config, resume=resume)
+
+
+sys.modules[__name__].__class__ = _TrainModule
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,9 +24,14 @@ def patterns(tmp_path_factory: pytest.TempPathFactory):
     return make_patterns(tmp_path_factory.mktemp("data") / "patterns")
 
 
+def same_state(a: dict, b: dict) -> bool:
+    """Equal state dicts: tensors bit for bit, extra state (plain values) by ==."""
+    return a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
+
+
 def _states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    return same_state(a.state_dict(), b.state_dict())
 
 
 # --- config -------------------------------------------------------------------------------------------
@@ -186,3 +191,11 @@ def test_cli_reports_bad_configs_clearly(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "tiny_cpu.yaml" in err and "'learning_rate'" in err
     assert cli_main(["--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_package_level_train_still_trains_after_the_cli_module_is_imported(patterns, tmp_path: Path) -> None:
+    import sphereface_lib
+    import sphereface_lib.train  # noqa: F401  (rebinds the package attribute to the module)
+
+    result = sphereface_lib.train(tiny_config(patterns.root, tmp_path / "run", optim__iterations=2))
+    assert result.iteration == 2

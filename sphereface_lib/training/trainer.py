@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -41,7 +41,8 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainResult:
-    """A trained model (eval mode, on ``device``), its config and its metrics log."""
+    """A trained model (eval mode, on ``device``), its config and its metrics log (rows of
+    iteration, loss, acc, the head's values such as lambda, lr, img_per_s; empty on DDP ranks > 0)."""
 
     backbone: nn.Module
     head: Head
@@ -374,12 +375,12 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, w
         optimizer.load_state_dict(state["optimizer"])
         if device.type == "cuda" and len(state["rng_cuda"]):
             torch.cuda.set_rng_state(state["rng_cuda"], device)
-    if rank == 0:
-        kept = _read_metrics(metrics_path, start) if start else []
+    metrics: list[dict[str, Any]] = []  # the log is kept by rank 0
+    if rank == 0:  # drop rows a killed run logged after its last checkpoint
+        metrics = _read_metrics(metrics_path, start) if start else []
         tmp = metrics_path.with_name(metrics_path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in metrics))
         os.replace(tmp, metrics_path)
-    metrics = _read_metrics(metrics_path, start) if (start and rank == 0) else []
 
     iterations = config.optim.iterations
     guard = _Guard(config, head, device, world)
@@ -410,7 +411,8 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, w
                 guard.check(done, ckpt_path)
                 row = _log_row(optimizer, head, world, loss_sum, correct, has_acc, done, window_start, t0,
                                loader.local_batch)
-                loss_sum.zero_(), correct.zero_()
+                loss_sum.zero_()
+                correct.zero_()
                 window_start, t0 = done, time.perf_counter()
                 if rank == 0:
                     metrics.append(row)
@@ -428,14 +430,11 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, w
         loader.close()
         if bar is not None:
             bar.close()
-    if start >= iterations and rank == 0:
-        metrics = _read_metrics(metrics_path, iterations)
-    return TrainResult(backbone.eval(), head.eval(), config, metrics, iterations, ckpt_path, device)
+    return TrainResult(backbone.eval(), head.eval(), config, metrics, max(start, iterations), ckpt_path, device)
 
 
 def _checkpoint_state(config: TrainConfig, manifest: Any, iteration: int, backbone: nn.Module, head: Head,
                       optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    from dataclasses import asdict
     return {
         "format": CHECKPOINT_FORMAT,
         "config": config.to_dict(),
