@@ -228,6 +228,8 @@ def test_lambda_follows_update_and_travels_in_state_dict() -> None:
     a.update(100)
     assert a.lambda_ == pytest.approx(1000 / 13)
     assert a.log_values() == {"lambda": pytest.approx(1000 / 13)}
+    # the forward reads lambda from a tensor (no recompiles under torch.compile), filled by update()
+    assert a.lambda_value.item() == pytest.approx(1000 / 13)
     b = ASoftmax(4, 3)
     b.load_state_dict(a.state_dict())
-    assert b.lambda_ == a.lambda_
+    assert b.lambda_ == a.lambda_ and b.lambda_value.item() == a.lambda_value.item()

@@ -127,7 +127,8 @@ class AnnealedMarginHead(Head):
 
     The target cosine becomes (lambda cos theta_y + psi(theta_y)) / (1 + lambda), lambda from
     ``lambda_schedule`` at the iteration given to :meth:`update`. The iteration is a Python int saved
-    through ``get_extra_state``, so reading lambda never synchronizes with a GPU.
+    through ``get_extra_state``, so reading lambda never synchronizes with a GPU; the forward reads lambda
+    from a 0-d buffer filled by :meth:`update`, so ``torch.compile`` does not recompile as lambda changes.
     """
 
     def __init__(self, feat_dim: int, num_classes: int, m: int, lambda_schedule: LambdaSchedule) -> None:
@@ -137,7 +138,8 @@ class AnnealedMarginHead(Head):
         self.m = m
         self.lambda_schedule = lambda_schedule
         self.weight = _xavier_weight(num_classes, feat_dim)
-        self.iteration = 0
+        self.register_buffer("lambda_value", torch.zeros(()), persistent=False)
+        self.update(0)
 
     @property
     def lambda_(self) -> float:
@@ -146,19 +148,20 @@ class AnnealedMarginHead(Head):
 
     def update(self, iteration: int) -> None:
         self.iteration = int(iteration)
+        self.lambda_value.fill_(self.lambda_)
 
     def get_extra_state(self) -> dict[str, int]:
         return {"iteration": self.iteration}
 
     def set_extra_state(self, state: dict[str, int]) -> None:
-        self.iteration = int(state["iteration"])
+        self.update(int(state["iteration"]))
 
     def log_values(self) -> dict[str, float]:
         return {"lambda": self.lambda_}
 
     def margin_cos(self, cos: Tensor, labels: Tensor) -> Tensor:
         """cos theta_j with the target column replaced by (lambda cos theta_y + psi(theta_y)) / (1 + lambda)."""
-        lam = self.lambda_
+        lam = self.lambda_value.to(cos.dtype)
         cos_y = cos.gather(1, labels[:, None])
         return cos.scatter(1, labels[:, None], (lam * cos_y + psi(cos_y, self.m)) / (1.0 + lam))
 
