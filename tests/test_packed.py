@@ -88,3 +88,17 @@ def test_random_sampler_covers_each_epoch_and_is_a_function_of_iteration() -> No
     assert not np.array_equal(create_sampler("random", labels, 4, seed=4).indices(0), s.indices(0))
     with pytest.raises(ValueError, match="unknown sampler"):
         create_sampler("nope", labels, 4, 0)
+
+
+def test_open_packed_reads_folders_and_names_bad_synthetic_specs(tmp_path, monkeypatch) -> None:
+    from sphereface_lib.data import sources
+
+    _write(tmp_path / "ds")
+    assert len(sources.open_packed(tmp_path / "ds")) == 6
+    with pytest.raises(ValueError, match="unknown synthetic size 'huge'"):
+        sources.open_packed("synthetic:huge")
+    with pytest.raises(ValueError, match="unknown split 'test'"):
+        sources.open_packed("synthetic:smoke/test")
+    monkeypatch.setattr(sources, "SYNTHETIC_CACHE", tmp_path / "cache")
+    lfw = sources.open_packed("synthetic:smoke/lfw")
+    assert lfw.manifest.source == "synthetic-lfw" and (tmp_path / "cache").is_dir()

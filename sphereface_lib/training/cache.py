@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from ..data.packed import Manifest, PackedDataset
+from ..data.packed import Manifest
+from ..data.sources import open_packed
 from .config import TrainConfig
 from .trainer import TrainResult, _library_version, load_checkpoint, resolve_device, train
 
@@ -40,7 +41,7 @@ def cache_key(config: TrainConfig, manifest: Manifest) -> str:
 def train_cached(config: TrainConfig, cache_dir: str | os.PathLike) -> TrainResult:
     """The model ``config`` trains (eval mode) with its metrics log: loaded from ``cache_dir`` when a
     previous call trained it, trained (and stored) otherwise. Safe when several processes race."""
-    manifest = PackedDataset(config.data.path).manifest
+    manifest = open_packed(config.data.path).manifest
     key = cache_key(config, manifest)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,8 @@ class ConfigError(ValueError):
 class DataConfig:
     """Which images train the model and how each batch is drawn."""
 
-    path: str = "data/casia_webface_112x96"  #: a packed dataset folder (``PackedWriter`` output)
+    #: a packed dataset folder (``PackedWriter`` / data_prep output) or ``synthetic:<size>`` (built-in data)
+    path: str = "data/casia_webface_112x96"
     sampler: str = "random"  #: a name known to ``create_sampler``
     sampler_kwargs: dict[str, Any] = field(default_factory=dict)
     flip: bool = True  #: random horizontal flip (the paper's only augmentation)

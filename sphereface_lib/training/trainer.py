@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..backbones import create_backbone
 from ..data.packed import PackedDataset
+from ..data.sources import open_packed
 from ..data.samplers import create_sampler
 from ..losses import Head, LambdaSchedule, create_head
 from .config import ConfigError, TrainConfig
@@ -348,7 +349,7 @@ def train(config: TrainConfig, *, resume: bool = True) -> TrainResult:
 
 
 def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, world: int) -> TrainResult:
-    dataset = PackedDataset(config.data.path)
+    dataset = open_packed(config.data.path)
     manifest = dataset.manifest
     out = Path(config.run.out_dir)
     ckpt_path, metrics_path = out / CHECKPOINT_NAME, out / METRICS_NAME
