@@ -1,4 +1,5 @@
-"""Figures of the notebooks: decision regions of Table 1 / Figure 2 and the m_min curves of Properties 2-3."""
+"""Figures of the notebooks: decision regions (Table 1 / Fig. 2), m_min curves (Properties 2-3), learned
+2-D features and angle histograms (Fig. 2), 3-D features on the unit sphere and pair-angle distributions (Fig. 5)."""
 
 from __future__ import annotations
 
@@ -81,3 +82,84 @@ def plot_bound_curves(
     fig.tight_layout()
     return fig
 
+
+
+def _class_colours(labels: np.ndarray) -> list:
+    return sns.color_palette("deep", max(10, int(labels.max()) + 1)) if len(labels) else []
+
+
+def plot_features_2d(panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Figure:
+    """One panel per head: 2-D features (N, 2) coloured by identity, class weight directions W_j as lines
+    from the origin (Fig. 2 of the paper). ``panels``: {title: (features, labels, weights (C, 2))}."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
+    for ax, (title, (features, labels, weights)) in zip(axes[0], panels.items()):
+        colours = _class_colours(labels)
+        reach = 1.1 * float(np.abs(features).max())
+        for c in np.unique(labels):
+            ax.scatter(*features[labels == c].T, s=6, color=colours[c], alpha=0.7, label=f"identity {c}")
+            w = weights[c] / np.linalg.norm(weights[c]) * reach
+            ax.plot([0, w[0]], [0, w[1]], color=colours[c], lw=1.6)
+        ax.plot(0, 0, "k+", ms=8)
+        ax.set_xlim(-reach, reach)
+        ax.set_ylim(-reach, reach)
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=10)
+    axes[0][-1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def plot_own_angle_histograms(panels: dict[str, np.ndarray], bins: int = 36) -> Figure:
+    """Histograms of theta_y (degrees), the angle between a feature and its own class weight, per head."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    edges = np.linspace(0.0, 180.0, bins + 1)
+    for colour, (title, theta) in zip(sns.color_palette("deep", len(panels)), panels.items()):
+        sns.histplot(theta, bins=edges, stat="density", element="step", fill=False, color=colour, label=title, ax=ax)
+    ax.set_xlabel("angle to own class weight theta_y (degrees)")
+    ax.set_xlim(0, 180)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sphere_features(panels: dict[str, tuple[np.ndarray, np.ndarray]], columns: int) -> Figure:
+    """3-D features projected on the unit sphere (Fig. 5 of the paper), one 3-D panel per title, coloured by
+    identity, ``columns`` panels a row. ``panels``: {title: (features (N, 3), labels)}."""
+    rows = -(-len(panels) // columns)
+    fig = plt.figure(figsize=(3.0 * columns, 3.0 * rows))
+    u, v = np.mgrid[0:2 * np.pi:24j, 0:np.pi:12j]
+    sphere = (np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v))
+    for k, (title, (features, labels)) in enumerate(panels.items()):
+        ax = fig.add_subplot(rows, columns, k + 1, projection="3d")
+        ax.plot_wireframe(*sphere, color="0.85", lw=0.4)
+        points = features / np.linalg.norm(features, axis=1, keepdims=True)
+        colours = _class_colours(labels)
+        for c in np.unique(labels):
+            ax.scatter(*points[labels == c].T, s=4, color=colours[c], depthshade=False)
+        ax.set_box_aspect((1, 1, 1))
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pair_angle_distributions(
+    panels: dict[str, tuple[np.ndarray, np.ndarray]], marks: dict[str, tuple[float, float]], bins: int = 45,
+) -> Figure:
+    """Per panel, histograms of positive-pair and negative-pair angles (degrees) with the maximal intra-class
+    and minimal inter-class angles of ``marks`` ({title: (max intra, min inter)}) as vertical lines."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False, sharey=True)
+    edges = np.linspace(0.0, 180.0, bins + 1)
+    pos_colour, neg_colour = sns.color_palette("deep", 2)
+    for ax, (title, (pos, neg)) in zip(axes[0], panels.items()):
+        sns.histplot(pos, bins=edges, stat="density", color=pos_colour, alpha=0.5, label="positive pairs", ax=ax)
+        sns.histplot(neg, bins=edges, stat="density", color=neg_colour, alpha=0.5, label="negative pairs", ax=ax)
+        intra, inter = marks[title]
+        ax.axvline(intra, color=pos_colour, ls="--", lw=1.2)
+        ax.axvline(inter, color=neg_colour, ls="--", lw=1.2)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("pair angle (degrees)")
+        ax.set_xlim(0, 180)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
