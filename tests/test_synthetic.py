@@ -134,3 +134,40 @@ def test_cache_is_reused_and_keyed_by_parameters(smoke, tmp_path):
     assert SIZES["smoke"].cache_key() != SyntheticConfig(**{**SIZES["smoke"].__dict__, "difficulty": 1.1}).cache_key()
     with pytest.raises(ValueError, match="size="):
         synthetic_benchmark(tmp_path, "huge")
+
+
+# sha256 of the bytes rendered by synthetic-faces-1.0 (commit 7e8dfd8, before the speed work of issue 5) for
+# identities 5, 42, .., 856 (step 37), images 0..6 cyclically; 24 images including glasses, hats, occluders,
+# long hair, beards and JPEG. A change here changes the dataset: bump GENERATOR_VERSION and recalibrate.
+_GOLDEN = {
+    ((112, 96), False, 1.0): "e0650975e1e42ae5ca2f93f11ba717837cd45141f637dad9ba21e3258a32a054",
+    ((56, 48), False, 2.0): "c81736a394fb23156b23b802c05defb7a4528b24e438138c438a16524763bb74",
+    ((28, 24), True, 1.0): "c5fd64c9c07e77724d8060d8d409e4e3e49f99ab38ecc4df8c7530c9929cc60b",
+}
+
+
+@pytest.mark.parametrize("size,grey,difficulty", list(_GOLDEN))
+def test_images_match_the_generator_version_bit_for_bit(size, grey, difficulty):
+    import hashlib
+    assert GENERATOR_VERSION == "synthetic-faces-1.0"
+    img = render_images(0, np.arange(24) * 37 + 5, np.arange(24) % 7, size=size, grey=grey, difficulty=difficulty)
+    assert hashlib.sha256(img.tobytes()).hexdigest() == _GOLDEN[(size, grey, difficulty)]
+
+
+@pytest.mark.slow
+def test_process_pool_gives_the_same_images(monkeypatch):
+    from sphereface_lib.data.synthetic import faces
+    monkeypatch.setattr(faces, "_POOL_MIN", 6)     # send this small batch to the pool, in tasks of 4 images
+    monkeypatch.setattr(faces, "_POOL_CHUNK", 4)
+    ids, idx = np.arange(10) * 13 + 1, np.arange(10) % 3
+    one = render_images(0, ids, idx, size=(56, 48), workers=1)
+    assert np.array_equal(render_images(0, ids, idx, size=(56, 48), workers=2), one)
+    z = np.stack([faces.identity_latent(0, int(i)) for i in ids])
+    v = np.stack([faces.image_nuisance(0, int(i), int(j)) for i, j in zip(ids, idx)])
+    assert np.array_equal(faces.render(z, v, size=(56, 48), workers=2), one)
+
+
+def test_bad_worker_count_names_the_parameter():
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="workers="):
+            render_images(0, [1], [1], workers=bad)

@@ -9,13 +9,21 @@ Determinism: every random number of an image comes from ``SeedSequence([seed, id
 :func:`image_rng`), pixels are composited with elementwise float32 operations only (add, multiply, sqrt, clamp,
 which IEEE 754 rounds exactly, so neither the thread count nor the batch changes a bit), and the uint8
 post-processing uses OpenCV's fixed-point / bit-exact 8-bit paths. Changing any of this changes
-:data:`GENERATOR_VERSION`, which is part of every cache key.
+:data:`GENERATOR_VERSION`, which is part of every cache key. Large batches are spread over a pool of spawned
+worker processes (``workers``); since no image depends on the others in its batch, that changes no bit either.
 """
 
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.shared_memory import SharedMemory
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -245,9 +253,28 @@ def _window(lo: np.ndarray, hi: np.ndarray, size: int) -> tuple[int, int]:
 
 
 class _Canvas:
-    def __init__(self, bg: np.ndarray) -> None:
-        self.B = len(bg)
-        self.img = _t(bg)[:, :, None, None].expand(self.B, 3, H, W).contiguous()
+    """A float32 canvas (N, 3, 112, 96); ``rows`` (int64 indices) restricts drawing to B of its images."""
+
+    def __init__(self, img: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        self.img, self.rows = img, rows
+        self.B = len(img) if rows is None else len(rows)
+
+    def subset(self, idx: np.ndarray) -> "_Canvas":
+        """The canvas of images ``idx`` (of this canvas's B); drawing on it changes them here."""
+        ti = torch.from_numpy(np.asarray(idx, np.int64))
+        return _Canvas(self.img, ti if self.rows is None else self.rows[ti])
+
+    def _region(self, win: tuple[int, int, int, int]) -> torch.Tensor:
+        """The window of this canvas's images, (B, 3, h, w): a view, or a gathered copy for a subset."""
+        y0, y1, x0, x1 = win
+        view = self.img[:, :, y0:y1, x0:x1]
+        return view if self.rows is None else view.index_select(0, self.rows)
+
+    def _store(self, win: tuple[int, int, int, int], region: torch.Tensor) -> None:
+        """Write back a region from :meth:`_region` (nothing to do for a view)."""
+        if self.rows is not None:
+            y0, y1, x0, x1 = win
+            self.img[:, :, y0:y1, x0:x1].index_copy_(0, self.rows, region)
 
     def ellipse(self, cx, cy, a, b, soft=1.0, curve=None, taper=None, win=None):
         """Soft mask (B, 1, h, w) of the ellipse ((x-cx)/a)^2 + ((y - cy - curve (x-cx)^2)/b)^2 <= 1.
@@ -291,18 +318,19 @@ class _Canvas:
 
     def paint(self, mask, win, color, alpha=None) -> None:
         """Composite a colour (B, 3) through a mask with optional per-image opacity alpha (B,)."""
-        y0, y1, x0, x1 = win
         if alpha is not None:
             mask = mask * _t(alpha)[:, None, None, None]
-        region = self.img[:, :, y0:y1, x0:x1]
+        region = self._region(win)
         diff = _t(color)[:, :, None, None] - region
         region.add_(diff.mul_(mask))
+        self._store(win, region)
 
     def shade(self, mask, win, amount) -> None:
         """Darken (amount > 0) or lighten (< 0) through a mask: multiply by 1 - amount * mask."""
-        y0, y1, x0, x1 = win
         f = mask * _t(-amount)[:, None, None, None]
-        self.img[:, :, y0:y1, x0:x1].mul_(f.add_(1.0))
+        region = self._region(win)
+        region.mul_(f.add_(1.0))
+        self._store(win, region)
 
     def draw(self, color, alpha=None, **kw) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
         m, win = self.ellipse(**kw)
@@ -354,25 +382,21 @@ def _draw_occluder(c: _Canvas, p: dict[str, np.ndarray]) -> None:
 
 
 def _optional(c: _Canvas, p: dict[str, np.ndarray], flag: str, fn) -> None:
-    """Draw ``fn`` only on the images whose ``flag`` is set (work proportional to how many have it)."""
+    """Draw ``fn`` only on the images whose ``flag`` is set (work proportional to how many have it and to the
+    area it covers: only the drawn windows of those images are gathered and written back)."""
     idx = np.flatnonzero(p[flag] > 0)
     if len(idx) == 0:
         return
-    sub = _Canvas.__new__(_Canvas)
-    sub.B, ti = len(idx), torch.from_numpy(idx)
-    sub.img = c.img.index_select(0, ti)
-    fn(sub, _subset(p, idx))
-    c.img.index_copy_(0, ti, sub.img)
+    fn(c.subset(idx), _subset(p, idx))
 
 
 def _render_float(p: dict[str, np.ndarray]) -> torch.Tensor:
     """The aligned, lit face before imaging effects: float32 (B, 3, 112, 96)."""
-    c = _Canvas(p["bg"])
-    B = c.B
-    # background gradient
+    # background colour plus a linear gradient in y, then in x
     gy = _t(p["bg_gy"])[:, :, None, None] * ((_YS - H / 2) / H)[None, None, :, None]
     gx = _t(p["bg_gx"])[:, :, None, None] * ((_XS - W / 2) / W)[None, None, None, :]
-    c.img.add_(gy).add_(gx)
+    c = _Canvas((_t(p["bg"])[:, :, None, None] + gy) + gx)
+    B = c.B
     hx, hy, ha, hb = p["head_cx"], p["head_cy"], p["head_ax"], p["head_ay"]
     skin = p["skin"]
     # long hair behind the head, neck
@@ -473,9 +497,13 @@ def _imaging(img_u8: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
         for i in np.flatnonzero(p["blur"] > 0):
             img_u8[i] = cv2.GaussianBlur(img_u8[i], (0, 0), float(p["blur"][i]), borderType=cv2.BORDER_REPLICATE)
         bank = _noise_bank()
-        noise = np.stack([bank[oy:oy + H, ox:ox + W] for oy, ox in zip(p["noise_oy"], p["noise_ox"])])
+        noise = np.empty(img_u8.shape, np.float32)
+        for k, (oy, ox) in enumerate(zip(p["noise_oy"], p["noise_ox"])):
+            noise[k] = bank[oy:oy + H, ox:ox + W]
         noise *= p["noise"].astype(np.float32)[:, None, None, None]
-        img = np.clip(img_u8 + np.rint(noise), 0, 255).astype(np.uint8)
+        np.rint(noise, out=noise)
+        noise += img_u8
+        img = np.clip(noise, 0, 255, out=noise).astype(np.uint8)
         for i in np.flatnonzero(p["jpeg"] > 0):
             ok, buf = cv2.imencode(".jpg", img[i], [cv2.IMWRITE_JPEG_QUALITY, int(p["jpeg"][i])])
             img[i] = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
@@ -506,11 +534,72 @@ def _grey(img: np.ndarray) -> np.ndarray:
     return ((s + 500) // 1000).astype(np.uint8)[..., None]
 
 
+_POOL_CHUNK = 256   # images per task of the process pool
+_POOL_MIN = 1024    # a batch this large or larger is spread over the pool (smaller ones: starting it costs more)
+
+
+@functools.lru_cache(maxsize=None)
+def _executor(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes, started on first use and kept for later batches."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _resolve_workers(workers: int | None) -> int:
+    if workers is None:
+        return os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r}: use a positive integer, or None for os.cpu_count()")
+    return workers
+
+
+def _render_into(fn: Callable[..., np.ndarray], args: tuple, name: str, shape: tuple[int, ...], start: int) -> None:
+    """Pool task: write ``fn(*args)`` into rows ``start ..`` of the shared uint8 array ``name`` of ``shape``."""
+    shm = SharedMemory(name=name)
+    try:
+        img = fn(*args)
+        np.ndarray(shape, np.uint8, buffer=shm.buf)[start:start + len(img)] = img
+        del img
+    finally:
+        shm.close()
+
+
+def _pooled(fn: Callable[..., np.ndarray], tasks: Sequence[tuple[int, tuple]], shape: tuple[int, ...],
+            workers: int) -> np.ndarray:
+    """uint8 ``shape`` whose rows from ``start`` on are ``fn(*args)``, for each task (start, args), computed by a
+    pool of ``workers`` processes that write into shared memory (no pickling of images)."""
+    ex = _executor(workers)
+    shm = SharedMemory(create=True, size=max(1, int(np.prod(shape))))
+    try:
+        for fut in [ex.submit(_render_into, fn, args, shm.name, shape, start) for start, args in tasks]:
+            fut.result()
+        return np.ndarray(shape, np.uint8, buffer=shm.buf).copy()
+    except BrokenProcessPool as e:
+        _executor.cache_clear()
+        raise RuntimeError(f"render: a worker of the {workers}-process pool died (see its traceback above). Spawned "
+                           "workers import the main module: a script must keep its work under `if __name__ == "
+                           "'__main__':`; or pass workers=1 to render in this process") from e
+    finally:
+        shm.close()
+        shm.unlink()
+
+
+def _use_pool(n: int, workers: int, shape: tuple[int, ...]) -> bool:
+    """Whether to render on the pool: several workers, a large batch, not inside a multiprocessing child (no
+    pools in pools), and room in /dev/shm where Linux keeps shared memory (a container may give it 64 MB)."""
+    if workers < 2 or n < _POOL_MIN or multiprocessing.parent_process() is not None:
+        return False
+    return not os.path.isdir("/dev/shm") or shutil.disk_usage("/dev/shm").free > 2 * int(np.prod(shape))
+
+
 def render(latents: np.ndarray, nuisances: np.ndarray, *, size: tuple[int, int] = TEMPLATE_SIZE,
-           grey: bool = False, difficulty: float = 1.0, chunk: int = 64, threads_per_render: int = 1) -> np.ndarray:
+           grey: bool = False, difficulty: float = 1.0, chunk: int = 64, threads_per_render: int = 1,
+           workers: int | None = None) -> np.ndarray:
     """Render faces from identity latents (B, _N_ID) and nuisance vectors (B, K): uint8 (B, h, w, C).
 
-    The pixels do not depend on ``chunk`` or ``threads_per_render`` (elementwise float32 operations only).
+    Batches of ``_POOL_MIN`` images or more are split into tasks of ``_POOL_CHUNK`` images rendered by
+    ``workers`` spawned processes (default ``os.cpu_count()``; 1 renders here). The pixels depend on none of
+    ``chunk``, ``threads_per_render`` or ``workers`` (each image's pixels are computed from its own parameters
+    with elementwise float32 operations only).
     """
     if tuple(size) not in OUTPUT_SIZES:
         raise ValueError(f"size={tuple(size)} is not supported: use one of {list(OUTPUT_SIZES)}")
@@ -519,13 +608,21 @@ def render(latents: np.ndarray, nuisances: np.ndarray, *, size: tuple[int, int] 
     if latents.ndim != 2 or nuisances.shape != (len(latents), _N_IMG_U + _N_IMG_N):
         raise ValueError(f"need latents (B, {_N_ID}) and nuisances (B, {_N_IMG_U + _N_IMG_N}), "
                          f"got {latents.shape} and {nuisances.shape}")
+    workers = _resolve_workers(workers)
+    if _use_pool(len(latents), workers, (len(latents), *size, 1 if grey else 3)):
+        task = functools.partial(render, size=size, grey=grey, difficulty=difficulty, chunk=chunk,
+                                 threads_per_render=threads_per_render, workers=1)
+        return _pooled(task, [(s, (latents[s:s + _POOL_CHUNK], nuisances[s:s + _POOL_CHUNK]))
+                              for s in range(0, len(latents), _POOL_CHUNK)],
+                       (len(latents), *size, 1 if grey else 3), workers)
     out = np.empty((len(latents), *size, 1 if grey else 3), np.uint8)
     threads = torch.get_num_threads()
     torch.set_num_threads(threads_per_render)  # small ops: OpenMP spinning on a busy machine costs 10x
     try:
         for s in range(0, len(latents), chunk):
             p = _params(latents[s:s + chunk], nuisances[s:s + chunk], difficulty)
-            img = _render_float(p).clamp_(0.0, 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+            img = torch.empty((len(p["bg"]), H, W, 3), dtype=torch.uint8)
+            img.copy_(_render_float(p).clamp_(0.0, 255.0).round_().permute(0, 2, 3, 1))
             img = _resize(_imaging(img.numpy(), p), size)
             out[s:s + chunk] = _grey(img) if grey else img
     finally:
@@ -533,16 +630,26 @@ def render(latents: np.ndarray, nuisances: np.ndarray, *, size: tuple[int, int] 
     return out
 
 
-def render_images(seed: int, identities, indices, **kw) -> np.ndarray:
-    """Still images: image ``indices[i]`` of identity ``identities[i]`` under ``seed`` (see :func:`render`)."""
+def render_images(seed: int, identities, indices, *, workers: int | None = None, **kw) -> np.ndarray:
+    """Still images: image ``indices[i]`` of identity ``identities[i]`` under ``seed`` (see :func:`render`).
+
+    With a pool (``workers``, large batches, as in :func:`render`) each worker also draws its images' random
+    streams.
+    """
     identities, indices = np.asarray(identities, np.int64), np.asarray(indices, np.int64)
     if identities.shape != indices.shape or identities.ndim != 1:
         raise ValueError(f"identities and indices must be 1-D of equal length, got {identities.shape} "
                          f"and {indices.shape}")
+    workers = _resolve_workers(workers)
+    shape = (len(identities), *tuple(kw.get("size", TEMPLATE_SIZE)), 1 if kw.get("grey", False) else 3)
+    if _use_pool(len(identities), workers, shape):
+        task = functools.partial(render_images, workers=1, **kw)
+        return _pooled(task, [(s, (seed, identities[s:s + _POOL_CHUNK], indices[s:s + _POOL_CHUNK]))
+                              for s in range(0, len(identities), _POOL_CHUNK)], shape, workers)
     z = np.stack([identity_latent(seed, int(i)) for i in identities]) if len(identities) else np.zeros((0, _N_ID))
     v = (np.stack([image_nuisance(seed, int(i), int(j)) for i, j in zip(identities, indices)])
          if len(identities) else np.zeros((0, _N_IMG_U + _N_IMG_N)))
-    return render(z, v, **kw)
+    return render(z, v, workers=1, **kw)
 
 
 def render_video(seed: int, identity: int, video: int, num_frames: int, **kw) -> np.ndarray:
