@@ -366,12 +366,21 @@ def reproduce(
     check_kernel(kernel_name)
     library = library_fingerprint()
     runs: list[NotebookRun] = []
-    for stem in stems:
-        if stem not in parameters:
+    for stem in sorted(set(stems) | {p.stem for p in layout.notebooks_dir.glob("*.ipynb")}):
+        if not layout.notebook(stem).is_file():
             runs.append(NotebookRun(stem, "not written yet"))
             continue
         executed = layout.reports_dir(profile) / f"{stem}.ipynb"
         stored = _stored_metadata(executed)
+        if stem not in parameters:  # not asked for this time: its last results stay in the summary
+            if executed.is_file():
+                fresh = stored.get("library_fingerprint") == library and stored.get("source_fingerprint") == (
+                    source_fingerprint(layout.notebook(stem), resolve_parameters(layout, profile, stem, data)))
+                runs.append(NotebookRun(stem, "up to date" if fresh else "stale (not re-run)", stored.get("wall_s"),
+                                        read_claims(json.loads(executed.read_text()))))
+            else:
+                runs.append(NotebookRun(stem, "not run yet"))
+            continue
         current = source_fingerprint(layout.notebook(stem), parameters[stem])
         if not force and stored.get("source_fingerprint") == current and stored.get("library_fingerprint") == library:
             html_path = layout.reports_dir(profile) / "html" / f"{stem}.html"

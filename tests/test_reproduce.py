@@ -128,3 +128,13 @@ def test_record_claims_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
     assert reproduce.read_claims({"cells": [{"outputs": [{"metadata": metadata}]}]}) == claims
     with pytest.raises(TypeError, match="non-empty list"):
         reproduce.record_claims([])
+
+
+def test_a_partial_run_keeps_the_other_notebooks_results(layout: Layout) -> None:
+    reproduce.reproduce("default", layout=layout, stems=[STEM], log=lambda _: None)
+    _write_notebook(layout.notebook("02_other"), "")
+    layout.profile_file("default", "02_other").write_text("")
+    runs = reproduce.reproduce("default", layout=layout, stems=["02_other"], log=lambda _: None)
+    by_stem = {r.stem: r for r in runs}
+    assert by_stem[STEM].status == "up to date" and by_stem[STEM].claims
+    assert "| sum is n*scale |" in layout.readme.read_text()
