@@ -16,13 +16,14 @@ worker processes (``workers``); since no image depends on the others in its batc
 from __future__ import annotations
 
 import functools
+import mmap
 import multiprocessing
 import os
 import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing.shared_memory import SharedMemory
 from typing import Callable, Sequence
 
 import cv2
@@ -552,35 +553,37 @@ def _resolve_workers(workers: int | None) -> int:
     return workers
 
 
-def _render_into(fn: Callable[..., np.ndarray], args: tuple, name: str, shape: tuple[int, ...], start: int) -> None:
-    """Pool task: write ``fn(*args)`` into rows ``start ..`` of the shared uint8 array ``name`` of ``shape``."""
-    shm = SharedMemory(name=name)
-    try:
-        img = fn(*args)
-        np.ndarray(shape, np.uint8, buffer=shm.buf)[start:start + len(img)] = img
-        del img
-    finally:
-        shm.close()
+def _render_into(fn: Callable[..., np.ndarray], args: tuple, path: str, shape: tuple[int, ...], start: int) -> None:
+    """Pool task: write ``fn(*args)`` into rows ``start ..`` of the uint8 array ``shape`` mapped from ``path``."""
+    img = fn(*args)
+    with open(path, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as m:
+        out = np.frombuffer(m, np.uint8).reshape(shape)
+        out[start:start + len(img)] = img
+        del out
 
 
 def _pooled(fn: Callable[..., np.ndarray], tasks: Sequence[tuple[int, tuple]], shape: tuple[int, ...],
             workers: int) -> np.ndarray:
     """uint8 ``shape`` whose rows from ``start`` on are ``fn(*args)``, for each task (start, args), computed by a
-    pool of ``workers`` processes that write into shared memory (no pickling of images)."""
+    pool of ``workers`` processes. They write into a shared file mapping (in /dev/shm where there is one) that
+    becomes the result, unlinked at once and unmapped with the last array that uses it: no image is pickled or
+    copied."""
     ex = _executor(workers)
-    shm = SharedMemory(create=True, size=max(1, int(np.prod(shape))))
+    fd, path = tempfile.mkstemp(prefix="sphereface-render-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     try:
-        for fut in [ex.submit(_render_into, fn, args, shm.name, shape, start) for start, args in tasks]:
+        os.ftruncate(fd, max(1, int(np.prod(shape))))
+        m = mmap.mmap(fd, 0)
+        for fut in [ex.submit(_render_into, fn, args, path, shape, start) for start, args in tasks]:
             fut.result()
-        return np.ndarray(shape, np.uint8, buffer=shm.buf).copy()
     except BrokenProcessPool as e:
         _executor.cache_clear()
         raise RuntimeError(f"render: a worker of the {workers}-process pool died (see its traceback above). Spawned "
                            "workers import the main module: a script must keep its work under `if __name__ == "
                            "'__main__':`; or pass workers=1 to render in this process") from e
     finally:
-        shm.close()
-        shm.unlink()
+        os.close(fd)
+        os.unlink(path)
+    return np.frombuffer(m, np.uint8, count=int(np.prod(shape))).reshape(shape)
 
 
 def _use_pool(n: int, workers: int, shape: tuple[int, ...]) -> bool:
