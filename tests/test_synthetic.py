@@ -171,3 +171,13 @@ def test_bad_worker_count_names_the_parameter():
     for bad in (0, -1, 1.5):
         with pytest.raises(ValueError, match="workers="):
             render_images(0, [1], [1], workers=bad)
+
+
+def test_concurrent_builders_of_one_benchmark_do_not_collide(tmp_path) -> None:
+    """Two notebooks asking for the same synthetic data at once: one builds, the other waits and reuses it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda _: synthetic_benchmark(tmp_path, "smoke", seed=5), range(2))
+    assert a.root == b.root and len(a.train) == len(b.train) > 0
+    np.testing.assert_array_equal(a.lfw.images, b.lfw.images)

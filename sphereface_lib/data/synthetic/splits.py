@@ -12,6 +12,7 @@ training ``[0, T)``, LFW next, then YTF, then the MegaFace probe set; MegaFace d
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -289,39 +290,42 @@ def synthetic_benchmark(cache_dir: str | os.PathLike, size: str | SyntheticConfi
     cfg = _resolve(size, overrides)
     root = Path(cache_dir) / f"synthetic-{cfg.cache_key()}"
     root.mkdir(parents=True, exist_ok=True)
-    r = cfg.ranges()
+    with open(root / ".lock", "w") as lock:  # one builder at a time; others wait, then reuse its work
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        r = cfg.ranges()
 
-    def missing(part: str) -> bool:
-        return not (root / part / "manifest.json").is_file()
+        def missing(part: str) -> bool:
+            return not (root / part / "manifest.json").is_file()
 
-    if missing("train"):
-        _pack_stills(root / "train", cfg, "synthetic-train", list(r["train"]), train_counts(cfg))
-    lfw_counts = _rng(cfg, 4).integers(cfg.lfw_images_min, cfg.lfw_images_max + 1, len(r["lfw"]))
-    if missing("lfw"):
-        _pack_stills(root / "lfw", cfg, "synthetic-lfw", list(r["lfw"]), lfw_counts)
-    if not (root / "pairs.txt").is_file():
-        write_lfw_pairs(root / "pairs.txt", _lfw_pairs(cfg, lfw_counts), view=2)
-    if missing("ytf") or not (root / "ytf_splits.csv").is_file():
-        write_ytf_splits(root / "ytf_splits.csv", _ytf(root / "ytf", cfg))
-    if missing("megaface_probe"):
-        counts = np.full(len(r["megaface_probe"]), cfg.megaface_probe_images)
-        _pack_stills(root / "megaface_probe", cfg, "synthetic-megaface-probe", list(r["megaface_probe"]), counts)
-    distractors = SyntheticDistractors(cfg, cfg.megaface_distractors)
-    if missing("megaface_distractors"):
-        h, w = cfg.size
-        names = [identity_name(DISTRACTOR_OFFSET + i) for i in range(len(distractors))]
-        with PackedWriter(root / "megaface_distractors", height=h, width=w, channels=1 if cfg.grey else 3,
-                          source="synthetic-megaface-distractors", version=GENERATOR_VERSION, identities=names,
-                          overwrite=True, extra={"synthetic": dataclasses.asdict(cfg)}) as wr:
-            start = 0
-            for img, keys in distractors.chunks():
-                wr.add(img, np.arange(start, start + len(img)), keys)
-                start += len(img)
-    cfg_path = root / "config.json"
-    if not cfg_path.is_file():
-        tmp = cfg_path.with_name("config.json.tmp")
-        tmp.write_text(json.dumps({"generator": GENERATOR_VERSION, "config": dataclasses.asdict(cfg)}, indent=2))
-        os.replace(tmp, cfg_path)
+        if missing("train"):
+            _pack_stills(root / "train", cfg, "synthetic-train", list(r["train"]), train_counts(cfg))
+        lfw_counts = _rng(cfg, 4).integers(cfg.lfw_images_min, cfg.lfw_images_max + 1, len(r["lfw"]))
+        if missing("lfw"):
+            _pack_stills(root / "lfw", cfg, "synthetic-lfw", list(r["lfw"]), lfw_counts)
+        if not (root / "pairs.txt").is_file():
+            write_lfw_pairs(root / "pairs.txt", _lfw_pairs(cfg, lfw_counts), view=2)
+        if missing("ytf") or not (root / "ytf_splits.csv").is_file():
+            write_ytf_splits(root / "ytf_splits.csv", _ytf(root / "ytf", cfg))
+        if missing("megaface_probe"):
+            counts = np.full(len(r["megaface_probe"]), cfg.megaface_probe_images)
+            _pack_stills(root / "megaface_probe", cfg, "synthetic-megaface-probe", list(r["megaface_probe"]),
+                         counts)
+        distractors = SyntheticDistractors(cfg, cfg.megaface_distractors)
+        if missing("megaface_distractors"):
+            h, w = cfg.size
+            names = [identity_name(DISTRACTOR_OFFSET + i) for i in range(len(distractors))]
+            with PackedWriter(root / "megaface_distractors", height=h, width=w, channels=1 if cfg.grey else 3,
+                              source="synthetic-megaface-distractors", version=GENERATOR_VERSION, identities=names,
+                              overwrite=True, extra={"synthetic": dataclasses.asdict(cfg)}) as wr:
+                start = 0
+                for img, keys in distractors.chunks():
+                    wr.add(img, np.arange(start, start + len(img)), keys)
+                    start += len(img)
+        cfg_path = root / "config.json"
+        if not cfg_path.is_file():
+            tmp = cfg_path.with_name("config.json.tmp")
+            tmp.write_text(json.dumps({"generator": GENERATOR_VERSION, "config": dataclasses.asdict(cfg)}, indent=2))
+            os.replace(tmp, cfg_path)
     return SyntheticBenchmark(
         root=root, config=cfg, train=PackedDataset(root / "train"), lfw=PackedDataset(root / "lfw"),
         lfw_pairs=root / "pairs.txt", ytf=PackedDataset(root / "ytf"), ytf_splits=root / "ytf_splits.csv",
