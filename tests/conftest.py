@@ -26,3 +26,14 @@ def protocols_dir() -> Path:
     if not (path / "pairs.txt").is_file():
         pytest.skip(f"real protocol files not available: {path} is absent")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,13 +12,7 @@ from torch.func import functional_call
 from sphereface_lib.losses import LSOFTMAX_SCHEDULE, LambdaSchedule, LSoftmax, create_head
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared 2-core machine (60x here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_logits(x: torch.Tensor, w: torch.Tensor, labels: torch.Tensor, m: int, lam: float) -> torch.Tensor:

@@ -14,13 +14,7 @@ from torch.func import functional_call
 from sphereface_lib.losses import SoftmaxCenter, SoftmaxContrastive, Triplet, create_head
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared 2-core machine (60x here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _dist2(a: list[float], b: list[float]) -> float:

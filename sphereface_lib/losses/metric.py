@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .angular import Softmax
 from .base import Head, check_inputs, compute_dtype, float32_autocast_off, register_head
 
 
@@ -35,7 +36,7 @@ def _last_values(values: dict[str, Tensor]) -> dict[str, float]:
 
 
 @register_head("softmax_contrastive")
-class SoftmaxContrastive(Head):
+class SoftmaxContrastive(Softmax):
     """Softmax cross-entropy + lambda_ x contrastive loss on every pair of the batch (DeepID2 Eq. 1-2).
 
     Pair (i, j), d = ||x_i - x_j|| on the raw (un-normalized) features: d^2 / 2 when both images show
@@ -50,15 +51,7 @@ class SoftmaxContrastive(Head):
         if lambda_ < 0 or not m > 0:
             raise ValueError(f"SoftmaxContrastive needs lambda_ >= 0 and margin m > 0, got lambda_={lambda_}, m={m}")
         self.lambda_, self.m = float(lambda_), float(m)
-        self.fc = nn.Linear(feat_dim, num_classes)
         self._last: dict[str, Tensor] = {}
-
-    def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Softmax logits W_j^T x + b_j (labels are ignored)."""
-        check_inputs(self, features, None)
-        with float32_autocast_off(features):
-            dtype = compute_dtype(features)
-            return F.linear(features.to(dtype), self.fc.weight.to(dtype), self.fc.bias.to(dtype))
 
     def contrastive(self, features: Tensor, labels: Tensor) -> Tensor:
         """Mean contrastive loss over the pairs i < j of the batch (DeepID2 Eq. 2); 0 without pairs."""
@@ -149,7 +142,7 @@ class Triplet(Head):
 
 
 @register_head("softmax_center")
-class SoftmaxCenter(Head):
+class SoftmaxCenter(Softmax):
     """Softmax cross-entropy + lambda_ x center loss (Wen et al. Eq. 5), centers updated by Eq. 4.
 
     Center loss L_C = 1/(2M) sum_i ||x_i - c_{y_i}||^2 over the M images of the batch (Eq. 2, averaged
@@ -164,18 +157,10 @@ class SoftmaxCenter(Head):
         if lambda_ < 0 or not 0 <= alpha <= 1:
             raise ValueError(f"SoftmaxCenter needs lambda_ >= 0 and alpha in [0, 1], got lambda_={lambda_}, alpha={alpha}")
         self.lambda_, self.alpha = float(lambda_), float(alpha)
-        self.fc = nn.Linear(feat_dim, num_classes)
         centers = torch.empty(num_classes, feat_dim)
         nn.init.xavier_uniform_(centers)  # the official prototxt's center_filler
         self.register_buffer("centers", centers)
         self._last: dict[str, Tensor] = {}
-
-    def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Softmax logits W_j^T x + b_j (labels are ignored)."""
-        check_inputs(self, features, None)
-        with float32_autocast_off(features):
-            dtype = compute_dtype(features)
-            return F.linear(features.to(dtype), self.fc.weight.to(dtype), self.fc.bias.to(dtype))
 
     def center_loss(self, features: Tensor, labels: Tensor) -> Tensor:
         """1/(2M) sum_i ||x_i - c_{y_i}||^2 (Eq. 2 over the batch); gradients reach the features only."""
