@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from sphereface_lib.data.protocols import lfw_key
+
 from .pipeline import (Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args,
                        image_files, prepare, report, require_dir, require_file)
 
@@ -33,7 +35,7 @@ def list_lfw(src: Path) -> tuple[list[Item], list[Problem]]:
             if m is None or m["name"] != folder.name:
                 problems.append(Problem(str(f), "bad_name", f"expected {folder.name}_NNNN{f.suffix}; skipped"))
                 continue
-            items.append(Item(f"{folder.name}/{int(m['num']):04d}", folder.name, str(f)))
+            items.append(Item(lfw_key(folder.name, int(m['num'])), folder.name, str(f)))
     return items, problems
 
 
@@ -49,9 +51,9 @@ def read_pairs(path: Path) -> tuple[list[tuple[int, str, str]], list[Problem]]:
         f = line.split()
         try:
             if len(f) == 3:
-                pairs.append((no, f"{f[0]}/{int(f[1]):04d}", f"{f[0]}/{int(f[2]):04d}"))
+                pairs.append((no, lfw_key(f[0], int(f[1])), lfw_key(f[0], int(f[2]))))
             elif len(f) == 4:
-                pairs.append((no, f"{f[0]}/{int(f[1]):04d}", f"{f[2]}/{int(f[3]):04d}"))
+                pairs.append((no, lfw_key(f[0], int(f[1])), lfw_key(f[2], int(f[3]))))
             elif f:
                 raise ValueError(f"{len(f)} fields")
         except ValueError as exc:

@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from sphereface_lib.data.protocols import ytf_frame_key
+
 from .pipeline import (Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args,
                        image_files, prepare, report, require_dir, require_file)
 
@@ -46,7 +48,8 @@ def list_ytf(src: Path, frames_per_video: int | None = None) -> tuple[list[Item]
             frames.sort(key=_frame_order)
             chosen = range(len(frames)) if frames_per_video is None or frames_per_video >= len(frames) else (
                 np.unique(np.linspace(0, len(frames) - 1, frames_per_video).round().astype(int)))
-            items += [Item(f"{person.name}/{video.name}/{i + 1:04d}", person.name, str(frames[i])) for i in chosen]
+            items += [Item(ytf_frame_key(f"{person.name}/{video.name}", i + 1), person.name, str(frames[i]))
+                      for i in chosen]
     return items, problems
 
 
