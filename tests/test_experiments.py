@@ -40,15 +40,20 @@ def test_every_row_builds_a_valid_config(smoke) -> None:
         E.train_config(bench, "asoftmax_m7", TINY, 0)
 
 
-def test_annealing_is_compressed_to_the_run_length(smoke) -> None:
-    """lambda at half of a short run equals the official lambda at half of 28k iterations."""
+def test_annealing_follows_the_official_run_per_epoch(smoke) -> None:
+    """lambda after e epochs of a run equals the official lambda after e epochs of CASIA-WebFace."""
     from sphereface_lib.losses import LambdaSchedule
 
     bench, _ = smoke
-    short = E.train_config(bench, "asoftmax_m4", E.Recipe(iterations=280), 0).head.kwargs["lambda_schedule"]
-    official = LambdaSchedule()
+    recipe = E.Recipe(iterations=280, batch_size=16)
+    short = E.train_config(bench, "asoftmax_m4", recipe, 0).head.kwargs["lambda_schedule"]
+    per_epoch = len(bench.train) / recipe.batch_size
     lam = lambda s, it: max(s["lambda_min"], s["base"] * (1 + s["gamma"] * it) ** -s["power"])
-    assert lam(short, 2) == pytest.approx(max(official.lambda_min, 1000 / (1 + official.gamma * 200)))
+    official = LambdaSchedule()
+    for epochs in (0.01, 0.1, 0.5):
+        ours = lam(short, epochs * per_epoch)
+        assert ours == pytest.approx(official(epochs * E.PAPER_ITERATIONS_PER_EPOCH))
+    assert lam(E.train_config(bench, "lsoftmax", recipe, 0).head.kwargs["lambda_schedule"], 3) == lam(short, 3)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 FlipMode = Literal["concat", "sum", "none"]
 

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 MEGAFACE_DISTRACTORS = (10, 100, 1_000, 10_000, 100_000, 1_000_000)
 

@@ -389,7 +389,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, w
     loader = BatchLoader(dataset, config, start, iterations, rank, world, pin=device.type == "cuda")
     bar = None
     if rank == 0 and config.run.progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
         bar = tqdm(total=iterations, initial=start, desc="train", unit="it", dynamic_ncols=True)
     step.net.train()
     window_start, t0 = start, time.perf_counter()
