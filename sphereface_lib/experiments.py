@@ -143,7 +143,7 @@ class Recipe:
     feat_dim: int = 64
     iterations: int = 500
     batch_size: int = 64
-    lr: float = 0.1
+    lr: float = 0.05
     pk_k: int = 4  #: images per identity in a batch of the pair/triplet rows (sampler "pk")
 
 
