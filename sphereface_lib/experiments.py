@@ -114,7 +114,7 @@ def open_benchmark(data: str | None, cache_dir: str | Path, parts: Sequence[str]
         if not root.is_dir():
             raise ExperimentError(f"data={data!r}: {root} is not a folder; give a folder holding "
                                   f"{', '.join(v[0] + '/' for v in REAL_LAYOUT.values())} (see data_prep/README.md)")
-        found = {p: _real_part(root, p) for p in set(parts) | {"train"}}
+        found = {p: _real_part(root, p) for p in dict.fromkeys(["train", *parts])}  # in order: train first
         name = f"real data ({root})"
     opened: dict[str, Any] = {"train": found["train"][0]}
     for part in parts:
