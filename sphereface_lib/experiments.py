@@ -297,6 +297,9 @@ def beats(table: pd.DataFrame, better: str, worse: str, metric: str, by: str = "
     """Whether ``better``'s mean ``metric`` exceeds ``worse``'s by more than ``z`` standard errors of the
     difference (run-to-run spread over seeds when both have several, else the 10-fold standard error)."""
     mean = table.groupby(by)[metric].mean()
+    missing = [r for r in (better, worse) if r not in mean.index]
+    if missing:
+        raise ExperimentError(f"beats: {missing} not among the table's {by} values {sorted(mean.index)}")
     effect = float(mean[better] - mean[worse])
     se_a, how_a = _standard_error(table, better, metric, by)
     se_b, how_b = _standard_error(table, worse, metric, by)

@@ -81,7 +81,8 @@ def norm_and_cos(features: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
     """(||x||, cos theta_j) in float32 (float64 for float64 input), safe for zero and very large features."""
     dtype = compute_dtype(features)
     x = features.to(dtype)
-    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    # the norm in float64: float32's sum of squares overflows once ||x|| exceeds about 1.8e19
+    norm = torch.linalg.vector_norm(x.double(), dim=1, keepdim=True).to(dtype)
     cos = F.linear(F.normalize(x, dim=1), F.normalize(weight.to(dtype), dim=1)).clamp(-1.0, 1.0)
     return norm, cos
 
@@ -181,7 +182,9 @@ class ASoftmax(AnnealedMarginHead):
     Gradients: this head back-propagates the exact autograd gradient of the logits above. The official
     Caffe ``MarginInnerProduct`` layer instead back-propagates a rescaled feature gradient (it treats
     parts of the expression as constants in its hand-written backward), so trajectories differ slightly
-    from Caffe's; the forward values are identical.
+    from Caffe's. The forward formula is the same; Caffe's layer increments its iteration counter before
+    computing lambda, so its 0-based step i uses lambda(i + 1) where this head, given ``update(i)``,
+    uses lambda(i).
     """
 
     def __init__(

@@ -45,7 +45,7 @@ class LSoftmax(AnnealedMarginHead):
             x, w = features.to(dtype), self.weight.to(dtype)
             # ||W_j|| ||x|| cos theta_j == W_j^T x; the factored form keeps cos in [-1, 1] for psi and is
             # finite for zero-norm features (cos = 0 there).
-            x_norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+            x_norm = torch.linalg.vector_norm(x.double(), dim=1, keepdim=True).to(dtype)  # no float32 overflow
             w_norm = torch.linalg.vector_norm(w, dim=1)
             cos = F.linear(F.normalize(x, dim=1), F.normalize(w, dim=1)).clamp(-1.0, 1.0)
             return x_norm * w_norm * self.margin_cos(cos, labels)

@@ -485,8 +485,10 @@ class _Guard:
 
     def check(self, done: int, ckpt_path: Path, weights: list[Tensor] | None = None) -> None:
         flag = self.first_bad.clone()
+        loss_was_finite = None
         if weights is not None:
             finite = torch.stack([torch.isfinite(w).all() for w in weights]).all()
+            loss_was_finite = flag < 0
             flag = torch.where((flag < 0) & ~finite, torch.full_like(flag, done - 1), flag)
         if self.world > 1:
             flag = torch.where(flag < 0, torch.full_like(flag, torch.iinfo(torch.long).max), flag)
@@ -495,12 +497,13 @@ class _Guard:
         bad = int(flag)
         if bad < 0:
             return
-        self.head.update(bad)
-        values = ", ".join(f"{k} {v:.6g}" for k, v in self.head.log_values().items())
+        schedule = getattr(self.head, "lambda_schedule", None)  # read lambda without moving the head
+        values = f"lambda {schedule(bad):.6g}" if schedule is not None else ""
         last = (f"the last good checkpoint is {ckpt_path} (iteration {self.last_checkpoint})"
                 if self.last_checkpoint is not None else "no checkpoint was written")
+        what = "non-finite weights by" if loss_was_finite is not None and bool(loss_was_finite) else "non-finite loss at"
         raise TrainingDiverged(
-            f"training diverged: non-finite loss at iteration {bad} "
+            f"training diverged: {what} iteration {bad} "
             f"(learning rate {learning_rate(self.config, bad):.6g}{', ' + values if values else ''}); "
             f"the weights were not saved; {last}. Lower optim.lr or check the data.")
 
