@@ -93,10 +93,11 @@ def test_zero_norm_and_cos_plus_minus_one_are_finite(name: str) -> None:
     assert logits[2, 0] == 0 and logits[2, 1] == 0  # zero features: cos = 0 for the other classes
 
 
-@pytest.mark.parametrize("name", ["cosface", "arcface"])
-def test_bf16_autocast_runs_in_float32(name: str) -> None:
+@pytest.mark.parametrize(("name", "kwargs"), [("cosface", {}), ("arcface", {}), ("lsoftmax", {"m": 3})])
+def test_bf16_autocast_runs_in_float32(name: str, kwargs: dict) -> None:
+    """The heads compute in float32 under bf16 autocast (L-Softmax included: the same contract)."""
     torch.manual_seed(2)
-    head = create_head(name, 8, 5)
+    head = create_head(name, 8, 5, **kwargs)
     x = torch.randn(6, 8).bfloat16().requires_grad_(True)
     labels = torch.randint(0, 5, (6,))
     with torch.autocast("cpu", dtype=torch.bfloat16):
