@@ -5,7 +5,7 @@ most 75%), (2) the original softmax (Eq. 1) with SphereFace-20 trained at the CP
 Both use the LFW 10-fold protocol of ``sphereface_lib.evaluation`` (best threshold on 9 folds, tested on 1).
 Prints one line per measurement; ``--json`` also writes them atomically.
 
-Usage: python scripts/calibrate_synthetic.py --cache .cache/synthetic --difficulty 1.0 [--epochs 8]
+Usage: python scripts/calibrate_synthetic.py --cache cache/synthetic --difficulty 1.0 [--epochs 8]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def softmax_accuracy(train, lfw, pairs, epochs: int, width: float, device: str, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache", default=".cache/synthetic")
+    ap.add_argument("--cache", default="cache/synthetic")
     ap.add_argument("--size", default="default")
     ap.add_argument("--difficulty", type=float, default=None)
     ap.add_argument("--epochs", type=int, default=8)

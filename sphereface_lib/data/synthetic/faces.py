@@ -6,11 +6,14 @@ accessories, occlusion, background, blur, noise, JPEG artefacts and the alignmen
 5-point detector. The face is aligned as in the paper (Sec. 4.1: five landmarks, similarity transform, 112x96).
 
 Determinism: every random number of an image comes from ``SeedSequence([seed, identity, index])`` (see
-:func:`image_rng`), pixels are composited with elementwise float32 operations only (add, multiply, sqrt, clamp,
-which IEEE 754 rounds exactly, so neither the thread count nor the batch changes a bit), and the uint8
-post-processing uses OpenCV's fixed-point / bit-exact 8-bit paths. Changing any of this changes
-:data:`GENERATOR_VERSION`, which is part of every cache key. Large batches are spread over a pool of spawned
-worker processes (``workers``); since no image depends on the others in its batch, that changes no bit either.
+:func:`image_rng`); pixels are composited with elementwise float32 operations only (add, subtract, multiply,
+divide, sqrt, clamp, round to nearest even, each correctly rounded as IEEE 754 requires), in numpy and in
+compiled per-image kernels (numba without fast-math: no reassociation, no fused multiply-add), so neither the
+CPU's vector instructions nor the batch changes a bit; the uint8 post-processing uses OpenCV's fixed-point,
+bit-exact 8-bit paths. Changing any of this changes :data:`GENERATOR_VERSION`, which is part of every cache
+key. Large batches are spread over a pool of spawned worker processes (``workers``); since no image depends on
+the others in its batch, that changes no bit either. The kernels compile on first use (a few seconds) and are
+cached next to this file.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import cv2
+import numba
 import numpy as np
-import torch
 
-GENERATOR_VERSION = "synthetic-faces-1.0"
+# 1.1: the renderer of 1.0 in compiled kernels, with a correctly rounded float32 sqrt (1.0 used torch's
+# vectorized sqrt, which is not; about one image in a thousand differs from 1.0, by 1 in one or two pixels).
+GENERATOR_VERSION = "synthetic-faces-1.1"
 TEMPLATE_SIZE = (112, 96)
 # The five reference points (x, y) of the SphereFace template: eyes, nose tip, mouth corners (paper Sec. 4.1).
 TEMPLATE_POINTS = np.array(
@@ -237,106 +242,209 @@ def _params(z: np.ndarray, v: np.ndarray, d: float) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Pixel compositing: soft masks on a float32 torch canvas (B, 3, 112, 96), restricted to shape windows.
+# Pixel compositing: soft masks on a float32 canvas (B, 3, 112, 96). Each mask covers its own window of each
+# image. Compiled kernels (numba without fast-math: IEEE float32 operations in a fixed order, no fused
+# multiply-add) compute the masks and apply them; parameters arrive in float64 and are rounded to float32 once.
 # ----------------------------------------------------------------------------------------------------------
 
 H, W = TEMPLATE_SIZE
-_XS = torch.arange(W, dtype=torch.float32) + 0.5
-_YS = torch.arange(H, dtype=torch.float32) + 0.5
+_XS = np.arange(W, dtype=np.float32) + np.float32(0.5)   # pixel centres
+_YS = np.arange(H, dtype=np.float32) + np.float32(0.5)
 
 
-def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32)
 
 
-def _window(lo: np.ndarray, hi: np.ndarray, size: int) -> tuple[int, int]:
-    return max(0, int(np.floor(lo.min())) - 1), min(size, int(np.ceil(hi.max())) + 2)
+def _vec(a, n: int) -> np.ndarray:
+    """A per-image float64 vector (n,) from a scalar or an array (no copy for a contiguous float64 array)."""
+    if np.ndim(a) == 0:
+        return np.full(n, a, np.float64)
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+_NO_WINDOW = np.zeros(0, np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _ellipse_kernel(cx, cy, a, b, soft, curve, taper, has_curve, has_taper, y0, x0, hs, ws, shape):
+    """Soft masks (n, h, w) of n ellipses, zero outside each image's window (y0, x0, hs, ws); with empty window
+    arrays, each image's window is computed to cover its mask's support. Returns the masks and the windows."""
+    n = len(cx)
+    if len(y0) == 0:
+        y0, x0 = np.empty(n, np.int64), np.empty(n, np.int64)
+        hs, ws = np.empty(n, np.int64), np.empty(n, np.int64)
+        for k in range(n):
+            # the mask is > 0 out to 1 + 0.5 / k times each semi-axis (k below)
+            ak, bk = max(a[k], 0.3), max(b[k], 0.3)
+            grow = 1.0 + 0.5 * soft / min(ak, bk)
+            rx, ry = ak * grow + 1.0, bk * grow + 1.0
+            ext = abs(curve[k]) * rx * rx if has_curve else 0.0
+            y0[k] = max(0, int(np.floor(cy[k] - ry - ext)) - 1)
+            hs[k] = max(min(H, int(np.ceil(cy[k] + ry + ext)) + 2) - y0[k], 0)
+            x0[k] = max(0, int(np.floor(cx[k] - rx)) - 1)
+            ws[k] = max(min(W, int(np.ceil(cx[k] + rx)) + 2) - x0[k], 0)
+        shape = (n, max(hs.max(), 0) if n else 0, max(ws.max(), 0) if n else 0)
+    out = np.zeros(shape, np.float32)
+    zero, one, half = np.float32(0.0), np.float32(1.0), np.float32(0.5)
+    for k in range(n):
+        ak, bk = max(a[k], 0.3), max(b[k], 0.3)
+        tcx, tcy = np.float32(cx[k]), np.float32(cy[k])
+        inv_a2, inv_b = np.float32(1.0 / (ak * ak)), np.float32(1.0 / bk)
+        tcurve, ttaper = np.float32(curve[k]), np.float32(taper[k])
+        sharp = min(ak, bk) / soft
+        neg_k, offset = np.float32(-sharp), np.float32(0.5 + sharp)
+        for i in range(hs[k]):
+            y = np.float32(y0[k] + i) + half
+            dy = (y - tcy) * inv_b
+            wy = one
+            if has_taper:
+                dyr = max(dy, zero)
+                wy = max(one - ttaper * dyr * dyr, np.float32(0.1))  # the support stays within a * grow
+            for j in range(ws[k]):
+                dx = (np.float32(x0[k] + j) + half) - tcx
+                dx2 = dx * dx * inv_a2
+                if has_curve:
+                    yy = (y - (tcy + tcurve * (dx * dx))) * inv_b
+                    q = yy * yy
+                else:
+                    q = dy * dy
+                q = q + dx2 / (wy * wy) if has_taper else q + dx2
+                out[k, i, j] = min(max(np.sqrt(q) * neg_k + offset, zero), one)
+    return out, y0, x0, hs, ws
+
+
+@numba.njit(cache=True, nogil=True)
+def _paint_kernel(img, rows, mask, y0, x0, hs, ws, color, alpha, has_alpha):
+    """img[rows[k]] += (color[k] - img[rows[k]]) * mask[k] (times alpha[k]) inside each image's window."""
+    for k in range(mask.shape[0]):
+        a = np.float32(alpha[k])
+        for ch in range(3):
+            plane, c = img[rows[k], ch], np.float32(color[k, ch])
+            for i in range(hs[k]):
+                line, m = plane[y0[k] + i, x0[k]:x0[k] + ws[k]], mask[k, i]
+                for j in range(ws[k]):
+                    mj = m[j] * a if has_alpha else m[j]
+                    line[j] = line[j] + (c - line[j]) * mj
+
+
+@numba.njit(cache=True, nogil=True)
+def _shade_kernel(img, rows, mask, y0, x0, hs, ws, amount):
+    """img[rows[k]] *= 1 - amount[k] * mask[k] inside each image's window."""
+    for k in range(mask.shape[0]):
+        neg = np.float32(-amount[k])
+        for ch in range(3):
+            plane = img[rows[k], ch]
+            for i in range(hs[k]):
+                line, m = plane[y0[k] + i, x0[k]:x0[k] + ws[k]], mask[k, i]
+                for j in range(ws[k]):
+                    line[j] = line[j] * (m[j] * neg + np.float32(1.0))
+
+
+@numba.njit(cache=True, nogil=True)
+def _light_kernel(img, light_x, light_y, intensity, cast, out):
+    """Illumination, then 8 bits: out (n, H, W * 3) = rint(clamp(img * gain * cast, 0, 255)) with channels
+    interleaved, where the gain is (1 + a directional gradient) times the intensity."""
+    one, half = np.float32(1.0), np.float32(0.5)
+    hy, hx = np.float32(H / 2), np.float32(W / 2)
+    ramp_x = np.empty(W, np.float32)
+    for j in range(W):
+        ramp_x[j] = ((np.float32(j) + half) - hx) / hx
+    gain, lit = np.empty(W, np.float32), np.empty(W, np.float32)
+    for k in range(img.shape[0]):
+        ly, lx = np.float32(-light_y[k]), np.float32(light_x[k] * 0.8)
+        inten = np.float32(intensity[k])
+        for i in range(H):
+            gy = ly * (((np.float32(i) + half) - hy) / hy)
+            for j in range(W):
+                gain[j] = ((gy + lx * ramp_x[j]) + one) * inten
+            row = out[k, i]
+            for ch in range(3):
+                c, line = np.float32(cast[k, ch]), img[k, ch, i]
+                for j in range(W):
+                    lit[j] = np.rint(min(max(line[j] * gain[j] * c, np.float32(0.0)), np.float32(255.0)))
+                for j in range(W):
+                    row[3 * j + ch] = np.uint8(lit[j])
+
+
+@numba.njit(cache=True, nogil=True)
+def _noise_kernel(img, bank, oy, ox, sigma):
+    """Sensor noise in place: img = clamp(img + rint(sigma * bank crop at (oy, ox)), 0, 255); img uint8
+    (n, H, W * C) and bank float32 (256, 256 * C), rows with channels interleaved."""
+    ch = bank.shape[1] // 256
+    for k in range(img.shape[0]):
+        s = np.float32(sigma[k])
+        for i in range(img.shape[1]):
+            noise, line = bank[oy[k] + i, ch * ox[k]:ch * ox[k] + img.shape[2]], img[k, i]
+            for t in range(img.shape[2]):
+                v = np.rint(noise[t] * s) + np.float32(line[t])
+                line[t] = np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
+
+
+@dataclass(frozen=True)
+class _Mask:
+    """Soft masks (B, h, w) float32, mask k covering rows y0[k] .. y0[k] + hs[k], columns x0[k] .. x0[k] + ws[k]
+    of image k (zero padded to a common shape)."""
+
+    data: np.ndarray
+    y0: np.ndarray
+    x0: np.ndarray
+    hs: np.ndarray
+    ws: np.ndarray
+
+    def like(self, data: np.ndarray) -> "_Mask":
+        """A mask over the same windows with other values (for products and differences of masks)."""
+        return _Mask(np.ascontiguousarray(data, dtype=np.float32), self.y0, self.x0, self.hs, self.ws)
 
 
 class _Canvas:
-    """A float32 canvas (N, 3, 112, 96); ``rows`` (int64 indices) restricts drawing to B of its images."""
+    """A float32 canvas (N, 3, 112, 96) (numpy); ``rows`` (int64 indices) restricts drawing to B of its images."""
 
-    def __init__(self, img: torch.Tensor, rows: torch.Tensor | None = None) -> None:
-        self.img, self.rows = img, rows
-        self.B = len(img) if rows is None else len(rows)
+    def __init__(self, img: np.ndarray, rows: np.ndarray | None = None) -> None:
+        self.img = img
+        self.rows = np.arange(len(img), dtype=np.int64) if rows is None else rows
+        self.B = len(self.rows)
 
     def subset(self, idx: np.ndarray) -> "_Canvas":
         """The canvas of images ``idx`` (of this canvas's B); drawing on it changes them here."""
-        ti = torch.from_numpy(np.asarray(idx, np.int64))
-        return _Canvas(self.img, ti if self.rows is None else self.rows[ti])
+        return _Canvas(self.img, self.rows[np.asarray(idx, np.int64)])
 
-    def _region(self, win: tuple[int, int, int, int]) -> torch.Tensor:
-        """The window of this canvas's images, (B, 3, h, w): a view, or a gathered copy for a subset."""
-        y0, y1, x0, x1 = win
-        view = self.img[:, :, y0:y1, x0:x1]
-        return view if self.rows is None else view.index_select(0, self.rows)
-
-    def _store(self, win: tuple[int, int, int, int], region: torch.Tensor) -> None:
-        """Write back a region from :meth:`_region` (nothing to do for a view)."""
-        if self.rows is not None:
-            y0, y1, x0, x1 = win
-            self.img[:, :, y0:y1, x0:x1].index_copy_(0, self.rows, region)
-
-    def ellipse(self, cx, cy, a, b, soft=1.0, curve=None, taper=None, win=None):
-        """Soft mask (B, 1, h, w) of the ellipse ((x-cx)/a)^2 + ((y - cy - curve (x-cx)^2)/b)^2 <= 1.
-
-        ``taper`` narrows the lower half (a jaw): half-width a (1 - taper ((y-cy)/b)^2) below the centre.
-        Returns the mask and the window (y0, y1, x0, x1) it covers.
-        """
-        a = np.maximum(a, 0.3)
-        b = np.maximum(b, 0.3)
-        # the mask is > 0 out to 1 + 0.5 / k times each semi-axis (k below); the window covers that support,
-        # so pixels never depend on which other images share the batch
-        grow = 1.0 + 0.5 * soft / np.minimum(a, b)
-        rx, ry = a * grow + 1.0, b * grow + 1.0
-        ext = np.abs(curve) * rx * rx if curve is not None else 0.0
-        if win is None:
-            y0, y1 = _window(cy - ry - ext, cy + ry + ext, H)
-            x0, x1 = _window(cx - rx, cx + rx, W)
+    def ellipse(self, cx, cy, a, b, soft=1.0, curve=None, taper=None, win=None) -> _Mask:
+        """Soft mask of the ellipse ((x-cx)/a)^2 + ((y - cy - curve (x-cx)^2)/b)^2 <= 1: 1 inside, 0 beyond a
+        soft edge about ``soft`` pixels wide. ``taper`` narrows the lower half (a jaw): half-width
+        a max(1 - taper ((y-cy)/b)^2, 0.1) below the centre. ``win``: the windows of another mask, or (y0, y1, x0, x1)
+        for every image; by default each image's window covers its mask's support (so pixels never depend on
+        which other images share the batch)."""
+        n = self.B
+        if isinstance(win, _Mask):
+            y0, x0, hs, ws, shape = win.y0, win.x0, win.hs, win.ws, win.data.shape
+        elif win is not None:
+            wy0, wy1, wx0, wx1 = win
+            y0, x0 = np.full(n, wy0, np.int64), np.full(n, wx0, np.int64)
+            hs, ws = np.full(n, wy1 - wy0, np.int64), np.full(n, wx1 - wx0, np.int64)
+            shape = (n, wy1 - wy0, wx1 - wx0)
         else:
-            y0, y1, x0, x1 = win
-        xs, ys = _XS[x0:x1], _YS[y0:y1]
-        tcx, tcy = _t(cx)[:, None], _t(cy)[:, None]
-        dx = xs[None, :] - tcx                                  # (B, w)
-        dx2 = dx * dx * _t(1.0 / (a * a))[:, None]
-        if curve is not None:
-            yy = ys[None, :, None] - (tcy[:, :, None] + _t(curve)[:, None, None] * (dx * dx)[:, None, :])
-            yy = yy * _t(1.0 / b)[:, None, None]
-            q = yy * yy
-        else:
-            dy = (ys[None, :] - tcy) * _t(1.0 / b)[:, None]      # (B, h)
-            q = (dy * dy)[:, :, None]
-        if taper is not None:
-            dyr = torch.clamp((ys[None, :] - tcy) * _t(1.0 / b)[:, None], min=0.0)
-            wy = 1.0 - _t(taper)[:, None] * dyr * dyr
-            q = q + dx2[:, None, :] / (wy * wy)[:, :, None]
-        else:
-            q = q + dx2[:, None, :]
-        q = q.sqrt_()
-        k = np.minimum(a, b) / soft
-        q.mul_(_t(-k)[:, None, None]).add_(_t(0.5 + k)[:, None, None]).clamp_(0.0, 1.0)
-        return q[:, None], (y0, y1, x0, x1)
+            y0 = x0 = hs = ws = _NO_WINDOW
+            shape = (0, 0, 0)
+        return _Mask(*_ellipse_kernel(_vec(cx, n), _vec(cy, n), _vec(a, n), _vec(b, n), float(soft),
+                                      _vec(0.0 if curve is None else curve, n),
+                                      _vec(0.0 if taper is None else taper, n), curve is not None,
+                                      taper is not None, y0, x0, hs, ws, shape))
 
-    def paint(self, mask, win, color, alpha=None) -> None:
+    def paint(self, mask: _Mask, color, alpha=None) -> None:
         """Composite a colour (B, 3) through a mask with optional per-image opacity alpha (B,)."""
-        if alpha is not None:
-            mask = mask * _t(alpha)[:, None, None, None]
-        region = self._region(win)
-        diff = _t(color)[:, :, None, None] - region
-        region.add_(diff.mul_(mask))
-        self._store(win, region)
+        _paint_kernel(self.img, self.rows, mask.data, mask.y0, mask.x0, mask.hs, mask.ws,
+                      np.ascontiguousarray(color, dtype=np.float64), _vec(0.0 if alpha is None else alpha, self.B),
+                      alpha is not None)
 
-    def shade(self, mask, win, amount) -> None:
+    def shade(self, mask: _Mask, amount) -> None:
         """Darken (amount > 0) or lighten (< 0) through a mask: multiply by 1 - amount * mask."""
-        f = mask * _t(-amount)[:, None, None, None]
-        region = self._region(win)
-        region.mul_(f.add_(1.0))
-        self._store(win, region)
+        _shade_kernel(self.img, self.rows, mask.data, mask.y0, mask.x0, mask.hs, mask.ws, _vec(amount, self.B))
 
-    def draw(self, color, alpha=None, **kw) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-        m, win = self.ellipse(**kw)
-        self.paint(m, win, color, alpha)
-        return m, win
+    def draw(self, color, alpha=None, **kw) -> _Mask:
+        m = self.ellipse(**kw)
+        self.paint(m, color, alpha)
+        return m
 
 
 def _subset(p: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -352,10 +460,10 @@ def _draw_hat(c: _Canvas, p: dict[str, np.ndarray]) -> None:
 def _draw_glasses(c: _Canvas, p: dict[str, np.ndarray]) -> None:
     ga, gb = p["eye_a"] + 3.5, p["eye_b"] + 4.5
     for ex in (p["eye_xl"], p["eye_xr"]):
-        outer, win = c.ellipse(cx=ex, cy=p["eye_y"] + 0.5, a=ga, b=gb, soft=0.8)
-        inner, _ = c.ellipse(cx=ex, cy=p["eye_y"] + 0.5, a=ga - 1.3, b=gb - 1.3, soft=0.8, win=win)
-        c.paint(inner, win, np.full((c.B, 3), 20.0), 0.12 + 0.8 * p["sunglasses"])
-        c.paint(outer - inner, win, p["frame"])
+        outer = c.ellipse(cx=ex, cy=p["eye_y"] + 0.5, a=ga, b=gb, soft=0.8)
+        inner = c.ellipse(cx=ex, cy=p["eye_y"] + 0.5, a=ga - 1.3, b=gb - 1.3, soft=0.8, win=outer)
+        c.paint(inner, np.full((c.B, 3), 20.0), 0.12 + 0.8 * p["sunglasses"])
+        c.paint(outer.like(outer.data - inner.data), p["frame"])
     mid = (p["eye_xl"] + p["eye_xr"]) / 2
     c.draw(p["frame"], cx=mid, cy=p["eye_y"] - 1.0, a=(p["eye_xr"] - p["eye_xl"]) / 2 - ga + 1.5,
            b=np.full_like(mid, 0.8), soft=0.8, curve=np.full_like(mid, 0.02))
@@ -370,12 +478,13 @@ def _draw_blush(c: _Canvas, p: dict[str, np.ndarray]) -> None:
 def _draw_beard(c: _Canvas, p: dict[str, np.ndarray]) -> None:
     """Stubble or beard: the head's lower part below a line that rises towards the sideburns."""
     hx, beard_top = p["head_cx"], p["mouth_y"] - 10
-    bm, bwin = c.ellipse(cx=hx, cy=p["head_cy"], a=p["head_ax"], b=p["head_ay"], soft=1.2, taper=p["jaw"],
-                         win=(int(max(0, np.floor(beard_top.min() - 0.012 * 50**2 - 2))), H, 0, W))
-    dxb = _XS[None, :] - _t(hx)[:, None]
-    top = _t(beard_top)[:, None] - 0.012 * dxb * dxb
-    below = torch.clamp((_YS[None, bwin[0]:, None] - top[:, None, :]) / 3.0, 0.0, 1.0)
-    c.paint(bm * below[:, None], bwin, p["hair"] * 0.9, p["stubble"])
+    y0 = int(max(0, np.floor(beard_top.min() - 0.012 * 50**2 - 2)))
+    bm = c.ellipse(cx=hx, cy=p["head_cy"], a=p["head_ax"], b=p["head_ay"], soft=1.2, taper=p["jaw"],
+                   win=(y0, H, 0, W))
+    dxb = _XS[None, :] - _f32(hx)[:, None]
+    top = _f32(beard_top)[:, None] - 0.012 * dxb * dxb
+    below = np.clip((_YS[None, y0:, None] - top[:, None, :]) / 3.0, 0.0, 1.0)
+    c.paint(bm.like(bm.data * below), p["hair"] * 0.9, p["stubble"])
 
 
 def _draw_occluder(c: _Canvas, p: dict[str, np.ndarray]) -> None:
@@ -384,19 +493,19 @@ def _draw_occluder(c: _Canvas, p: dict[str, np.ndarray]) -> None:
 
 def _optional(c: _Canvas, p: dict[str, np.ndarray], flag: str, fn) -> None:
     """Draw ``fn`` only on the images whose ``flag`` is set (work proportional to how many have it and to the
-    area it covers: only the drawn windows of those images are gathered and written back)."""
+    area it covers)."""
     idx = np.flatnonzero(p[flag] > 0)
     if len(idx) == 0:
         return
     fn(c.subset(idx), _subset(p, idx))
 
 
-def _render_float(p: dict[str, np.ndarray]) -> torch.Tensor:
-    """The aligned, lit face before imaging effects: float32 (B, 3, 112, 96)."""
+def _render_aligned(p: dict[str, np.ndarray]) -> np.ndarray:
+    """The aligned, lit face before imaging effects: uint8 (B, 112, 96, 3)."""
     # background colour plus a linear gradient in y, then in x
-    gy = _t(p["bg_gy"])[:, :, None, None] * ((_YS - H / 2) / H)[None, None, :, None]
-    gx = _t(p["bg_gx"])[:, :, None, None] * ((_XS - W / 2) / W)[None, None, None, :]
-    c = _Canvas((_t(p["bg"])[:, :, None, None] + gy) + gx)
+    gy = _f32(p["bg_gy"])[:, :, None, None] * ((_YS - H / 2) / H)[None, None, :, None]
+    gx = _f32(p["bg_gx"])[:, :, None, None] * ((_XS - W / 2) / W)[None, None, None, :]
+    c = _Canvas((_f32(p["bg"])[:, :, None, None] + gy) + gx)
     B = c.B
     hx, hy, ha, hb = p["head_cx"], p["head_cy"], p["head_ax"], p["head_ay"]
     skin = p["skin"]
@@ -410,10 +519,10 @@ def _render_float(p: dict[str, np.ndarray]) -> torch.Tensor:
     for side in (-1, 1):
         c.draw(skin * 0.88, cx=hx + side * (wy - 1.0), cy=p["ear_y"], a=p["ear_a"], b=p["ear_b"], soft=1.2)
     # head, relief shading away from the light
-    head, hwin = c.draw(skin, cx=hx, cy=hy, a=ha, b=hb, soft=1.2, taper=p["jaw"])
-    lit, _ = c.ellipse(cx=hx + p["light_x"] * 14, cy=hy - p["light_y"] * 14, a=ha * 0.95, b=hb * 0.98,
-                       soft=12.0, taper=p["jaw"], win=hwin)
-    c.shade(head * (1.0 - lit), hwin, p["side_shade"])
+    head = c.draw(skin, cx=hx, cy=hy, a=ha, b=hb, soft=1.2, taper=p["jaw"])
+    lit = c.ellipse(cx=hx + p["light_x"] * 14, cy=hy - p["light_y"] * 14, a=ha * 0.95, b=hb * 0.98,
+                    soft=12.0, taper=p["jaw"], win=head)
+    c.shade(head.like(head.data * (1.0 - lit.data)), p["side_shade"])
     # cheeks, mole, stubble/beard
     _optional(c, p, "blush", _draw_blush)
     _optional(c, p, "stubble", _draw_beard)
@@ -421,13 +530,11 @@ def _render_float(p: dict[str, np.ndarray]) -> torch.Tensor:
                                                 a=np.full(c.B, 1.1), b=np.full(c.B, 1.1), soft=0.8))
     # hair on top, inside an ellipse slightly larger than the head and above the hairline
     t = p["hair_thick"]
-    hm, hwin2 = c.ellipse(cx=hx, cy=hy, a=ha + t, b=hb + t, soft=1.5,
-                          win=(0, H, 0, W))
-    y1 = hwin2[1]
-    dxh = _XS[None, :] - _t(hx)[:, None]
-    hl = _t(p["hairline"])[:, None] + _t(p["hair_curve"])[:, None] * dxh * dxh
-    limit = torch.clamp((hl[:, None, :] - _YS[None, :y1, None]) / 2.0 + 0.5, 0.0, 1.0)
-    c.paint(hm * limit[:, None], hwin2, p["hair"])
+    hm = c.ellipse(cx=hx, cy=hy, a=ha + t, b=hb + t, soft=1.5, win=(0, H, 0, W))
+    dxh = _XS[None, :] - _f32(hx)[:, None]
+    hl = _f32(p["hairline"])[:, None] + _f32(p["hair_curve"])[:, None] * dxh * dxh
+    limit = np.clip((hl[:, None, :] - _YS[None, :, None]) / 2.0 + 0.5, 0.0, 1.0)
+    c.paint(hm.like(hm.data * limit), p["hair"])
     # brows
     for ex, sgn in ((p["eye_xl"], -1), (p["eye_xr"], 1)):
         c.draw(p["hair"] * 0.75, 0.9, cx=ex + sgn * 1.0, cy=p["brow_y"], a=p["brow_a"], b=p["brow_b"],
@@ -436,15 +543,14 @@ def _render_float(p: dict[str, np.ndarray]) -> torch.Tensor:
     for ex, sgn in ((p["eye_xl"], -1), (p["eye_xr"], 1)):
         ey, ea = p["eye_y"], p["eye_a"] * (1 - 0.25 * sgn * np.sin(np.radians(p["yaw"])))
         eb = p["eye_b"] * np.maximum(p["eye_open"], 0.05)
-        sock, swin = c.ellipse(cx=ex, cy=ey - 1, a=ea + 3, b=p["eye_b"] + 3.5, soft=3.0)
-        c.shade(sock, swin, np.full(B, 0.18))
-        sclera, win = c.ellipse(cx=ex, cy=ey, a=ea, b=eb, soft=0.8, curve=p["eye_slant"] * sgn * 0.3)
-        c.paint(sclera, win, np.full((B, 3), 236.0), np.minimum(p["eye_open"], 1.0))
-        iris, _ = c.ellipse(cx=ex + p["gaze"], cy=ey, a=p["iris_r"], b=p["iris_r"], soft=0.8, win=win)
-        c.paint(iris * sclera, win, p["iris"])
-        pupil, _ = c.ellipse(cx=ex + p["gaze"], cy=ey, a=p["iris_r"] * 0.45, b=p["iris_r"] * 0.45, soft=0.7,
-                             win=win)
-        c.paint(pupil * sclera, win, np.full((B, 3), 12.0))
+        c.shade(c.ellipse(cx=ex, cy=ey - 1, a=ea + 3, b=p["eye_b"] + 3.5, soft=3.0), np.full(B, 0.18))
+        sclera = c.ellipse(cx=ex, cy=ey, a=ea, b=eb, soft=0.8, curve=p["eye_slant"] * sgn * 0.3)
+        c.paint(sclera, np.full((B, 3), 236.0), np.minimum(p["eye_open"], 1.0))
+        iris = c.ellipse(cx=ex + p["gaze"], cy=ey, a=p["iris_r"], b=p["iris_r"], soft=0.8, win=sclera)
+        c.paint(sclera.like(iris.data * sclera.data), p["iris"])
+        pupil = c.ellipse(cx=ex + p["gaze"], cy=ey, a=p["iris_r"] * 0.45, b=p["iris_r"] * 0.45, soft=0.7,
+                          win=sclera)
+        c.paint(sclera.like(pupil.data * sclera.data), np.full((B, 3), 12.0))
         c.draw(np.full((B, 3), 30.0), 0.85, cx=ex, cy=ey - eb * 0.9, a=ea * 1.02, b=np.full(B, 0.8), soft=0.8,
                curve=0.35 / ea)
     # nose: bridge shadow on the dark side, shadow under the tip, nostrils
@@ -474,12 +580,11 @@ def _render_float(p: dict[str, np.ndarray]) -> torch.Tensor:
     _optional(c, p, "glasses", _draw_glasses)
     _optional(c, p, "hat", _draw_hat)
     _optional(c, p, "occ", _draw_occluder)
-    # illumination: directional gradient, intensity, colour cast
-    ly = _t(-p["light_y"])[:, None, None, None] * ((_YS - H / 2) / (H / 2))[None, None, :, None]
-    lx = _t(p["light_x"] * 0.8)[:, None, None, None] * ((_XS - W / 2) / (W / 2))[None, None, None, :]
-    gain = (ly + lx).add_(1.0).mul_(_t(p["intensity"])[:, None, None, None])
-    c.img.mul_(gain).mul_(_t(p["cast"])[:, :, None, None])
-    return c.img
+    # illumination: directional gradient, intensity, colour cast; then 8 bits
+    out = np.empty((B, H, W, 3), np.uint8)
+    _light_kernel(c.img, _vec(p["light_x"], B), _vec(p["light_y"], B), _vec(p["intensity"], B),
+                  np.ascontiguousarray(p["cast"], dtype=np.float64), out.reshape(B, H, W * 3))
+    return out
 
 
 @functools.lru_cache(maxsize=1)
@@ -489,22 +594,16 @@ def _noise_bank() -> np.ndarray:
     return rng.standard_normal((256, 256, 3)).astype(np.float32)
 
 
-def _imaging(img_u8: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
+def _imaging(img: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
     """Camera then detector: blur, sensor noise, JPEG, then the alignment warp of an imperfect 5-point
     detector (a similarity transform); uint8 (B, 112, 96, 3) in and out."""
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # tiny images: a thread pool costs more than it saves
     try:
         for i in np.flatnonzero(p["blur"] > 0):
-            img_u8[i] = cv2.GaussianBlur(img_u8[i], (0, 0), float(p["blur"][i]), borderType=cv2.BORDER_REPLICATE)
-        bank = _noise_bank()
-        noise = np.empty(img_u8.shape, np.float32)
-        for k, (oy, ox) in enumerate(zip(p["noise_oy"], p["noise_ox"])):
-            noise[k] = bank[oy:oy + H, ox:ox + W]
-        noise *= p["noise"].astype(np.float32)[:, None, None, None]
-        np.rint(noise, out=noise)
-        noise += img_u8
-        img = np.clip(noise, 0, 255, out=noise).astype(np.uint8)
+            img[i] = cv2.GaussianBlur(img[i], (0, 0), float(p["blur"][i]), borderType=cv2.BORDER_REPLICATE)
+        _noise_kernel(img.reshape(len(img), H, -1), _noise_bank().reshape(256, -1), p["noise_oy"], p["noise_ox"],
+                      _vec(p["noise"], len(img)))
         for i in np.flatnonzero(p["jpeg"] > 0):
             ok, buf = cv2.imencode(".jpg", img[i], [cv2.IMWRITE_JPEG_QUALITY, int(p["jpeg"][i])])
             img[i] = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
@@ -595,14 +694,13 @@ def _use_pool(n: int, workers: int, shape: tuple[int, ...]) -> bool:
 
 
 def render(latents: np.ndarray, nuisances: np.ndarray, *, size: tuple[int, int] = TEMPLATE_SIZE,
-           grey: bool = False, difficulty: float = 1.0, chunk: int = 64, threads_per_render: int = 1,
-           workers: int | None = None) -> np.ndarray:
+           grey: bool = False, difficulty: float = 1.0, chunk: int = 64, workers: int | None = None) -> np.ndarray:
     """Render faces from identity latents (B, _N_ID) and nuisance vectors (B, K): uint8 (B, h, w, C).
 
     Batches of ``_POOL_MIN`` images or more are split into tasks of ``_POOL_CHUNK`` images rendered by
-    ``workers`` spawned processes (default ``os.cpu_count()``; 1 renders here). The pixels depend on none of
-    ``chunk``, ``threads_per_render`` or ``workers`` (each image's pixels are computed from its own parameters
-    with elementwise float32 operations only).
+    ``workers`` spawned processes (default ``os.cpu_count()``; 1 renders here). The pixels depend on neither
+    ``chunk`` nor ``workers`` (each image's pixels are computed from its own parameters with elementwise
+    float32 operations only).
     """
     if tuple(size) not in OUTPUT_SIZES:
         raise ValueError(f"size={tuple(size)} is not supported: use one of {list(OUTPUT_SIZES)}")
@@ -613,23 +711,15 @@ def render(latents: np.ndarray, nuisances: np.ndarray, *, size: tuple[int, int] 
                          f"got {latents.shape} and {nuisances.shape}")
     workers = _resolve_workers(workers)
     if _use_pool(len(latents), workers, (len(latents), *size, 1 if grey else 3)):
-        task = functools.partial(render, size=size, grey=grey, difficulty=difficulty, chunk=chunk,
-                                 threads_per_render=threads_per_render, workers=1)
+        task = functools.partial(render, size=size, grey=grey, difficulty=difficulty, chunk=chunk, workers=1)
         return _pooled(task, [(s, (latents[s:s + _POOL_CHUNK], nuisances[s:s + _POOL_CHUNK]))
                               for s in range(0, len(latents), _POOL_CHUNK)],
                        (len(latents), *size, 1 if grey else 3), workers)
     out = np.empty((len(latents), *size, 1 if grey else 3), np.uint8)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(threads_per_render)  # small ops: OpenMP spinning on a busy machine costs 10x
-    try:
-        for s in range(0, len(latents), chunk):
-            p = _params(latents[s:s + chunk], nuisances[s:s + chunk], difficulty)
-            img = torch.empty((len(p["bg"]), H, W, 3), dtype=torch.uint8)
-            img.copy_(_render_float(p).clamp_(0.0, 255.0).round_().permute(0, 2, 3, 1))
-            img = _resize(_imaging(img.numpy(), p), size)
-            out[s:s + chunk] = _grey(img) if grey else img
-    finally:
-        torch.set_num_threads(threads)
+    for s in range(0, len(latents), chunk):
+        p = _params(latents[s:s + chunk], nuisances[s:s + chunk], difficulty)
+        img = _resize(_imaging(_render_aligned(p), p), size)
+        out[s:s + chunk] = _grey(img) if grey else img
     return out
 
 
