@@ -68,3 +68,18 @@ def test_bad_input() -> None:
         extract_features(Corners(), _images().astype(np.float32), progress=False)
     with pytest.raises(IndexError, match=r"indices must lie in 0 \.\. 4"):
         extract_features(Corners(), _images(), [0, 9], progress=False)
+
+
+def test_read_only_images_convert_without_a_warning():
+    """A packed dataset's images are a read-only memmap: converting them must not warn (torch does on such
+    buffers) and must give the same normalized values as a writable copy."""
+    import warnings
+
+    from sphereface_lib.evaluation.features import images_to_tensor
+    images = _images()
+    frozen = images.copy()
+    frozen.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = images_to_tensor(frozen)
+    torch.testing.assert_close(x, (torch.from_numpy(images).permute(0, 3, 1, 2).float() - 127.5) / 128.0)

@@ -17,7 +17,10 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(f"images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    images = np.ascontiguousarray(images)
+    if not images.flags.writeable:  # a read-only memmap: torch warns on such buffers, so copy the uint8s
+        images = images.copy()
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
     return (x - 127.5) / 128.0
 
 
