@@ -154,6 +154,10 @@ def test_images_match_the_generator_version_bit_for_bit(size, grey, difficulty):
     assert GENERATOR_VERSION == "synthetic-faces-1.1"
     img = render_images(0, np.arange(24) * 37 + 5, np.arange(24) % 7, size=size, grey=grey, difficulty=difficulty)
     assert hashlib.sha256(img.tobytes()).hexdigest() == _GOLDEN[(size, grey, difficulty)]
+
+
+def test_images_on_which_the_correctly_rounded_sqrt_matters():
+    import hashlib
     img = render_images(11, [4644, 66729, 95837], [2, 2, 9])
     assert hashlib.sha256(img.tobytes()).hexdigest() == _GOLDEN_SQRT
 
@@ -208,46 +212,87 @@ def test_each_images_window_holds_its_whole_mask(curve, taper, soft):
     assert (whole.data > 0).any(axis=(1, 2)).sum() > n // 2   # most ellipses are on the canvas
 
 
-def test_kernels_match_numpy_float32_step_by_step():
-    """The compiled mask, paint and shade kernels give the bits of the same float32 operations done one at a time
-    in numpy (IEEE 754: every operation correctly rounded, nothing fused or reordered)."""
+def _numpy_mask(cx, cy, a, b, soft, curve=None, taper=None):
+    """The soft ellipse mask on the whole 112x96 image, one float32 operation at a time in numpy."""
+    f = np.float32
+    xs, ys = np.arange(96, dtype=f) + f(0.5), np.arange(112, dtype=f) + f(0.5)
+    dx = xs[None, :] - f(cx)
+    dx2 = dx * dx * f(1.0 / (a * a))
+    dy = (ys[:, None] - f(cy)) * f(1.0 / b)
+    if curve is not None:
+        yy = (ys[:, None] - (f(cy) + f(curve) * (dx * dx))) * f(1.0 / b)
+        q = yy * yy
+    else:
+        q = dy * dy
+    if taper is not None:
+        dyr = np.maximum(dy, f(0))
+        wy = np.minimum(np.maximum(f(1) - f(taper) * dyr * dyr, f(0.1)), f(1))
+        q = q + dx2 / (wy * wy)
+    else:
+        q = q + dx2
+    sharp = min(a, b) / soft
+    return np.clip(np.sqrt(q) * f(-sharp) + f(0.5 + sharp), f(0), f(1))
+
+
+@pytest.mark.parametrize("use_curve,use_taper", [(False, False), (True, False), (False, True), (True, True)])
+def test_mask_kernel_matches_numpy_float32_step_by_step(use_curve, use_taper):
+    """The compiled mask kernel gives the bits of the same float32 operations done one at a time in numpy (IEEE
+    754: every operation correctly rounded, nothing fused or reordered), on each image's own window."""
     from sphereface_lib.data.synthetic import faces
     rng = np.random.default_rng(1)
-    n, f = 16, np.float32
-    cx, cy = rng.uniform(20, 76, n), rng.uniform(20, 92, n)
-    a, b = rng.uniform(2, 30, n), rng.uniform(2, 30, n)
-    curve, taper, soft = rng.uniform(-0.05, 0.05, n), rng.uniform(0, 0.45, n), 1.7
-    canvas = faces._Canvas(rng.uniform(0, 255, (n, 3, 112, 96)).astype(np.float32))
-    before = canvas.img.copy()
-    whole = (0, 112, 0, 96)
-    xs, ys = np.arange(96, dtype=f) + f(0.5), np.arange(112, dtype=f) + f(0.5)
-    for use_curve, use_taper in ((False, False), (True, False), (False, True)):
-        mask = canvas.ellipse(cx=cx, cy=cy, a=a, b=b, soft=soft, curve=curve if use_curve else None,
-                              taper=taper if use_taper else None, win=whole).data
-        for k in range(n):
-            dx = xs[None, :] - f(cx[k])
-            dx2 = dx * dx * f(1.0 / (a[k] * a[k]))
-            dy = (ys[:, None] - f(cy[k])) * f(1.0 / b[k])
-            if use_curve:
-                yy = (ys[:, None] - (f(cy[k]) + f(curve[k]) * (dx * dx))) * f(1.0 / b[k])
-                q = yy * yy
-            else:
-                q = dy * dy
-            if use_taper:
-                dyr = np.maximum(dy, f(0))
-                wy = np.maximum(f(1) - f(taper[k]) * dyr * dyr, f(0.1))
-                q = q + dx2 / (wy * wy)
-            else:
-                q = q + dx2
-            sharp = min(a[k], b[k]) / soft
-            ref = np.clip(np.sqrt(q) * f(-sharp) + f(0.5 + sharp), f(0), f(1))
-            np.testing.assert_array_equal(mask[k], ref)
-    m = canvas.ellipse(cx=cx, cy=cy, a=a, b=b, soft=soft, win=whole)
-    color, alpha, amount = rng.uniform(0, 255, (n, 3)), rng.uniform(0, 1, n), rng.uniform(-0.5, 0.5, n)
-    canvas.paint(m, color, alpha)
-    w = (m.data * alpha.astype(f)[:, None, None])[:, None]
-    painted = before + (color.astype(f)[:, :, None, None] - before) * w
-    np.testing.assert_array_equal(canvas.img, painted)
-    canvas.shade(m, amount)
-    shaded = painted * (m.data[:, None] * (-amount).astype(f)[:, None, None, None] + f(1))
-    np.testing.assert_array_equal(canvas.img, shaded)
+    n = 16
+    cx, cy, a, b = rng.uniform(20, 76, n), rng.uniform(20, 92, n), rng.uniform(2, 30, n), rng.uniform(2, 30, n)
+    curve, taper = rng.uniform(-0.05, 0.05, n), rng.uniform(0, 0.45, n)
+    mask = faces._Canvas(np.zeros((n, 3, 112, 96), np.float32)).ellipse(
+        cx=cx, cy=cy, a=a, b=b, soft=1.7, curve=curve if use_curve else None, taper=taper if use_taper else None)
+    for k in range(n):
+        ref = _numpy_mask(cx[k], cy[k], a[k], b[k], 1.7, curve[k] if use_curve else None,
+                          taper[k] if use_taper else None)
+        y0, x0, h, w = mask.y0[k], mask.x0[k], mask.hs[k], mask.ws[k]
+        np.testing.assert_array_equal(mask.data[k, :h, :w], ref[y0:y0 + h, x0:x0 + w])
+
+
+def test_paint_and_shade_kernels_match_numpy_on_a_subset():
+    """Painting and shading a subset of a batch through masks on their own windows changes exactly those
+    images and pixels, by the float32 operations done one at a time in numpy on the whole image."""
+    from sphereface_lib.data.synthetic import faces
+    rng = np.random.default_rng(2)
+    f, n, rows = np.float32, 12, np.array([7, 2, 9, 4])
+    before = rng.uniform(0, 255, (n, 3, 112, 96)).astype(f)
+    canvas = faces._Canvas(before.copy())
+    sub = canvas.subset(rows)
+    cx, cy, a, b = rng.uniform(0, 96, 4), rng.uniform(0, 112, 4), rng.uniform(3, 25, 4), rng.uniform(3, 25, 4)
+    color, alpha, amount = rng.uniform(0, 255, (4, 3)), rng.uniform(0, 1, 4), rng.uniform(-0.5, 0.5, 4)
+    m = sub.ellipse(cx=cx, cy=cy, a=a, b=b, soft=2.0)
+    sub.paint(m, color, alpha)
+    sub.shade(m, amount)
+    expected = before.copy()
+    for k, r in enumerate(rows):
+        mk = _numpy_mask(cx[k], cy[k], a[k], b[k], 2.0)
+        painted = before[r] + (color[k].astype(f)[:, None, None] - before[r]) * (mk * f(alpha[k]))
+        expected[r] = painted * (mk * f(-amount[k]) + f(1))
+    np.testing.assert_array_equal(canvas.img, expected)
+
+
+def test_light_and_noise_kernels_match_numpy_float32():
+    """Illumination + rounding to 8 bits, and sensor noise: the kernels give numpy's float32 bits."""
+    from sphereface_lib.data.synthetic import faces
+    rng = np.random.default_rng(3)
+    f, n = np.float32, 6
+    img = rng.uniform(-20, 300, (n, 3, 112, 96)).astype(f)
+    lx, ly, inten, cast = rng.uniform(-0.5, 0.5, n), rng.uniform(-0.3, 0.3, n), rng.uniform(0.5, 1.5, n), \
+        rng.uniform(0.7, 1.3, (n, 3))
+    out = np.empty((n, 112, 96, 3), np.uint8)
+    faces._light_kernel(img, lx, ly, inten, cast, out.reshape(n, 112, 96 * 3))
+    ramp_y = ((np.arange(112, dtype=f) + f(0.5)) - f(56)) / f(56)
+    ramp_x = ((np.arange(96, dtype=f) + f(0.5)) - f(48)) / f(48)
+    gain = ((f(-ly)[:, None, None] * ramp_y[None, :, None] + f(lx * 0.8)[:, None, None] * ramp_x) + f(1)) \
+        * f(inten)[:, None, None]
+    lit = np.rint(np.clip(img * gain[:, None] * cast.astype(f)[:, :, None, None], f(0), f(255)))
+    np.testing.assert_array_equal(out, lit.transpose(0, 2, 3, 1).astype(np.uint8))
+    bank, oy, ox, sigma = faces._noise_bank(), rng.integers(0, 130, n), rng.integers(0, 150, n), rng.uniform(1, 20, n)
+    noisy = out.copy()
+    faces._noise_kernel(noisy.reshape(n, 112, 96 * 3), bank.reshape(256, 256 * 3), oy, ox, sigma)
+    for k in range(n):
+        ref = np.rint(bank[oy[k]:oy[k] + 112, ox[k]:ox[k] + 96] * f(sigma[k])) + out[k]
+        np.testing.assert_array_equal(noisy[k], np.clip(ref, 0, 255).astype(np.uint8))

@@ -13,7 +13,7 @@ CPU's vector instructions nor the batch changes a bit; the uint8 post-processing
 bit-exact 8-bit paths. Changing any of this changes :data:`GENERATOR_VERSION`, which is part of every cache
 key. Large batches are spread over a pool of spawned worker processes (``workers``); since no image depends on
 the others in its batch, that changes no bit either. The kernels compile on first use (a few seconds) and are
-cached next to this file.
+cached on disk (see :func:`_kernel`).
 """
 
 from __future__ import annotations
@@ -256,35 +256,49 @@ def _f32(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float32)
 
 
-def _vec(a, n: int) -> np.ndarray:
-    """A per-image float64 vector (n,) from a scalar or an array (no copy for a contiguous float64 array)."""
+def _per_image(a, n: int) -> np.ndarray:
+    """A float64 vector (n,), one value per image, from a scalar or an array of n values."""
     if np.ndim(a) == 0:
         return np.full(n, a, np.float64)
-    return np.ascontiguousarray(a, dtype=np.float64)
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    if a.shape != (n,):
+        raise ValueError(f"need one value per image ({n}), got shape {a.shape}")
+    return a
 
 
-_NO_WINDOW = np.zeros(0, np.int64)
+def _kernel(fn):
+    """``fn`` compiled by numba without fast-math, cached on disk where numba finds a writable cache folder
+    (next to this file, else ``NUMBA_CACHE_DIR`` or the user's cache), else compiled anew in each process."""
+    try:
+        return numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(fn)
 
 
-@numba.njit(cache=True, nogil=True)
-def _ellipse_kernel(cx, cy, a, b, soft, curve, taper, has_curve, has_taper, y0, x0, hs, ws, shape):
-    """Soft masks (n, h, w) of n ellipses, zero outside each image's window (y0, x0, hs, ws); with empty window
-    arrays, each image's window is computed to cover its mask's support. Returns the masks and the windows."""
+@_kernel
+def _ellipse_windows(cx, cy, a, b, soft, curve, has_curve):
+    """Per-image windows (y0, x0, hs, ws) that hold the whole support of each ellipse's soft mask."""
     n = len(cx)
-    if len(y0) == 0:
-        y0, x0 = np.empty(n, np.int64), np.empty(n, np.int64)
-        hs, ws = np.empty(n, np.int64), np.empty(n, np.int64)
-        for k in range(n):
-            # the mask is > 0 out to 1 + 0.5 / k times each semi-axis (k below)
-            ak, bk = max(a[k], 0.3), max(b[k], 0.3)
-            grow = 1.0 + 0.5 * soft / min(ak, bk)
-            rx, ry = ak * grow + 1.0, bk * grow + 1.0
-            ext = abs(curve[k]) * rx * rx if has_curve else 0.0
-            y0[k] = max(0, int(np.floor(cy[k] - ry - ext)) - 1)
-            hs[k] = max(min(H, int(np.ceil(cy[k] + ry + ext)) + 2) - y0[k], 0)
-            x0[k] = max(0, int(np.floor(cx[k] - rx)) - 1)
-            ws[k] = max(min(W, int(np.ceil(cx[k] + rx)) + 2) - x0[k], 0)
-        shape = (n, max(hs.max(), 0) if n else 0, max(ws.max(), 0) if n else 0)
+    y0, x0 = np.empty(n, np.int64), np.empty(n, np.int64)
+    hs, ws = np.empty(n, np.int64), np.empty(n, np.int64)
+    for k in range(n):
+        # the mask is > 0 out to grow = 1 + 0.5 / sharp times each semi-axis (sharp = min(a, b) / soft)
+        ak, bk = max(a[k], 0.3), max(b[k], 0.3)
+        grow = 1.0 + 0.5 * soft / min(ak, bk)
+        rx, ry = ak * grow + 1.0, bk * grow + 1.0
+        ext = abs(curve[k]) * rx * rx if has_curve else 0.0
+        y0[k] = max(0, int(np.floor(cy[k] - ry - ext)) - 1)
+        hs[k] = max(min(H, int(np.ceil(cy[k] + ry + ext)) + 2) - y0[k], 0)
+        x0[k] = max(0, int(np.floor(cx[k] - rx)) - 1)
+        ws[k] = max(min(W, int(np.ceil(cx[k] + rx)) + 2) - x0[k], 0)
+    return y0, x0, hs, ws
+
+
+@_kernel
+def _ellipse_kernel(cx, cy, a, b, soft, curve, taper, has_curve, has_taper, y0, x0, hs, ws):
+    """Soft masks (n, max hs, max ws) of n ellipses on each image's window (y0, x0, hs, ws), zero padded."""
+    n = len(cx)
+    shape = (n, hs.max() if n else 0, ws.max() if n else 0)
     out = np.zeros(shape, np.float32)
     zero, one, half = np.float32(0.0), np.float32(1.0), np.float32(0.5)
     for k in range(n):
@@ -300,7 +314,8 @@ def _ellipse_kernel(cx, cy, a, b, soft, curve, taper, has_curve, has_taper, y0, 
             wy = one
             if has_taper:
                 dyr = max(dy, zero)
-                wy = max(one - ttaper * dyr * dyr, np.float32(0.1))  # the support stays within a * grow
+                # width factor in [0.1, 1], so the support stays within a * grow (the window's extent)
+                wy = min(max(one - ttaper * dyr * dyr, np.float32(0.1)), one)
             for j in range(ws[k]):
                 dx = (np.float32(x0[k] + j) + half) - tcx
                 dx2 = dx * dx * inv_a2
@@ -311,10 +326,10 @@ def _ellipse_kernel(cx, cy, a, b, soft, curve, taper, has_curve, has_taper, y0, 
                     q = dy * dy
                 q = q + dx2 / (wy * wy) if has_taper else q + dx2
                 out[k, i, j] = min(max(np.sqrt(q) * neg_k + offset, zero), one)
-    return out, y0, x0, hs, ws
+    return out
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _paint_kernel(img, rows, mask, y0, x0, hs, ws, color, alpha, has_alpha):
     """img[rows[k]] += (color[k] - img[rows[k]]) * mask[k] (times alpha[k]) inside each image's window."""
     for k in range(mask.shape[0]):
@@ -328,7 +343,7 @@ def _paint_kernel(img, rows, mask, y0, x0, hs, ws, color, alpha, has_alpha):
                     line[j] = line[j] + (c - line[j]) * mj
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _shade_kernel(img, rows, mask, y0, x0, hs, ws, amount):
     """img[rows[k]] *= 1 - amount[k] * mask[k] inside each image's window."""
     for k in range(mask.shape[0]):
@@ -341,7 +356,7 @@ def _shade_kernel(img, rows, mask, y0, x0, hs, ws, amount):
                     line[j] = line[j] * (m[j] * neg + np.float32(1.0))
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _light_kernel(img, light_x, light_y, intensity, cast, out):
     """Illumination, then 8 bits: out (n, H, W * 3) = rint(clamp(img * gain * cast, 0, 255)) with channels
     interleaved, where the gain is (1 + a directional gradient) times the intensity."""
@@ -367,7 +382,7 @@ def _light_kernel(img, light_x, light_y, intensity, cast, out):
                     row[3 * j + ch] = np.uint8(lit[j])
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _noise_kernel(img, bank, oy, ox, sigma):
     """Sensor noise in place: img = clamp(img + rint(sigma * bank crop at (oy, ox)), 0, 255); img uint8
     (n, H, W * C) and bank float32 (256, 256 * C), rows with channels interleaved."""
@@ -416,30 +431,40 @@ class _Canvas:
         for every image; by default each image's window covers its mask's support (so pixels never depend on
         which other images share the batch)."""
         n = self.B
+        cx, cy, a, b = _per_image(cx, n), _per_image(cy, n), _per_image(a, n), _per_image(b, n)
+        curve_v = _per_image(0.0 if curve is None else curve, n)
         if isinstance(win, _Mask):
-            y0, x0, hs, ws, shape = win.y0, win.x0, win.hs, win.ws, win.data.shape
+            self._check(win)
+            y0, x0, hs, ws = win.y0, win.x0, win.hs, win.ws
         elif win is not None:
             wy0, wy1, wx0, wx1 = win
+            if not (0 <= wy0 <= wy1 <= H and 0 <= wx0 <= wx1 <= W):
+                raise ValueError(f"win={win}: need 0 <= y0 <= y1 <= {H} and 0 <= x0 <= x1 <= {W}")
             y0, x0 = np.full(n, wy0, np.int64), np.full(n, wx0, np.int64)
             hs, ws = np.full(n, wy1 - wy0, np.int64), np.full(n, wx1 - wx0, np.int64)
-            shape = (n, wy1 - wy0, wx1 - wx0)
         else:
-            y0 = x0 = hs = ws = _NO_WINDOW
-            shape = (0, 0, 0)
-        return _Mask(*_ellipse_kernel(_vec(cx, n), _vec(cy, n), _vec(a, n), _vec(b, n), float(soft),
-                                      _vec(0.0 if curve is None else curve, n),
-                                      _vec(0.0 if taper is None else taper, n), curve is not None,
-                                      taper is not None, y0, x0, hs, ws, shape))
+            y0, x0, hs, ws = _ellipse_windows(cx, cy, a, b, float(soft), curve_v, curve is not None)
+        data = _ellipse_kernel(cx, cy, a, b, float(soft), curve_v, _per_image(0.0 if taper is None else taper, n),
+                               curve is not None, taper is not None, y0, x0, hs, ws)
+        return _Mask(data, y0, x0, hs, ws)
+
+    def _check(self, mask: _Mask) -> None:
+        """The kernels do not check bounds: a mask must come from a canvas of this canvas's images."""
+        if len(mask.y0) != self.B:
+            raise ValueError(f"a mask of {len(mask.y0)} images drawn on a canvas of {self.B}")
 
     def paint(self, mask: _Mask, color, alpha=None) -> None:
         """Composite a colour (B, 3) through a mask with optional per-image opacity alpha (B,)."""
-        _paint_kernel(self.img, self.rows, mask.data, mask.y0, mask.x0, mask.hs, mask.ws,
-                      np.ascontiguousarray(color, dtype=np.float64), _vec(0.0 if alpha is None else alpha, self.B),
-                      alpha is not None)
+        self._check(mask)
+        color = np.ascontiguousarray(np.broadcast_to(color, (self.B, 3)), dtype=np.float64)
+        _paint_kernel(self.img, self.rows, mask.data, mask.y0, mask.x0, mask.hs, mask.ws, color,
+                      _per_image(0.0 if alpha is None else alpha, self.B), alpha is not None)
 
     def shade(self, mask: _Mask, amount) -> None:
         """Darken (amount > 0) or lighten (< 0) through a mask: multiply by 1 - amount * mask."""
-        _shade_kernel(self.img, self.rows, mask.data, mask.y0, mask.x0, mask.hs, mask.ws, _vec(amount, self.B))
+        self._check(mask)
+        _shade_kernel(self.img, self.rows, mask.data, mask.y0, mask.x0, mask.hs, mask.ws,
+                      _per_image(amount, self.B))
 
     def draw(self, color, alpha=None, **kw) -> _Mask:
         m = self.ellipse(**kw)
@@ -502,6 +527,8 @@ def _optional(c: _Canvas, p: dict[str, np.ndarray], flag: str, fn) -> None:
 
 def _render_aligned(p: dict[str, np.ndarray]) -> np.ndarray:
     """The aligned, lit face before imaging effects: uint8 (B, 112, 96, 3)."""
+    if len(p["bg"]) == 0:
+        return np.zeros((0, H, W, 3), np.uint8)
     # background colour plus a linear gradient in y, then in x
     gy = _f32(p["bg_gy"])[:, :, None, None] * ((_YS - H / 2) / H)[None, None, :, None]
     gx = _f32(p["bg_gx"])[:, :, None, None] * ((_XS - W / 2) / W)[None, None, None, :]
@@ -582,7 +609,7 @@ def _render_aligned(p: dict[str, np.ndarray]) -> np.ndarray:
     _optional(c, p, "occ", _draw_occluder)
     # illumination: directional gradient, intensity, colour cast; then 8 bits
     out = np.empty((B, H, W, 3), np.uint8)
-    _light_kernel(c.img, _vec(p["light_x"], B), _vec(p["light_y"], B), _vec(p["intensity"], B),
+    _light_kernel(c.img, _per_image(p["light_x"], B), _per_image(p["light_y"], B), _per_image(p["intensity"], B),
                   np.ascontiguousarray(p["cast"], dtype=np.float64), out.reshape(B, H, W * 3))
     return out
 
@@ -602,8 +629,8 @@ def _imaging(img: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
     try:
         for i in np.flatnonzero(p["blur"] > 0):
             img[i] = cv2.GaussianBlur(img[i], (0, 0), float(p["blur"][i]), borderType=cv2.BORDER_REPLICATE)
-        _noise_kernel(img.reshape(len(img), H, -1), _noise_bank().reshape(256, -1), p["noise_oy"], p["noise_ox"],
-                      _vec(p["noise"], len(img)))
+        _noise_kernel(img.reshape(len(img), H, W * 3), _noise_bank().reshape(256, 256 * 3), p["noise_oy"],
+                      p["noise_ox"], _per_image(p["noise"], len(img)))
         for i in np.flatnonzero(p["jpeg"] > 0):
             ok, buf = cv2.imencode(".jpg", img[i], [cv2.IMWRITE_JPEG_QUALITY, int(p["jpeg"][i])])
             img[i] = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
