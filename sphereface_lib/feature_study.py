@@ -34,15 +34,8 @@ from .evaluation.features import extract_features
 from .losses import Head
 from .training import TrainConfig, TrainResult, train_cached
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ANGULAR_HEADS = ("modified_softmax", "asoftmax")
 STUDY_HEADS = ("softmax", *ANGULAR_HEADS)
-
-
-def project_path(path: str | os.PathLike) -> Path:
-    """``path`` itself when absolute, else resolved against the project root (not the notebook's cwd)."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -334,5 +327,5 @@ __all__ = [
     "ANGULAR_HEADS", "STUDY_HEADS", "AngleSummary", "FeatureModel", "IdentitySplit", "angle_accuracy",
     "angle_summary", "angles_to_weights", "angular_margins", "bootstrap_difference", "bootstrap_std", "choose_identities",
     "class_weights", "feature_config", "head_accuracy", "monotone_verdict", "norm_spread", "pair_angles",
-    "project_path", "train_feature_model", "unit", "write_training_subset",
+    "train_feature_model", "unit", "write_training_subset",
 ]

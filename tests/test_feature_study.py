@@ -108,11 +108,6 @@ def test_feature_config_anneals_lambda_to_its_minimum_and_rejects_unknown_heads(
         fs.feature_config(tmp_path, "cosface", feat_dim=2)
 
 
-def test_project_path_resolves_relative_paths_against_the_project(tmp_path: Path) -> None:
-    assert fs.project_path("cache") == fs.PROJECT_ROOT / "cache"
-    assert fs.project_path(tmp_path) == tmp_path
-
-
 def test_tiny_training_run_gives_features_and_weights(tmp_path: Path) -> None:
     ds = _dataset(tmp_path / "ds", [12, 12, 12])
     split = fs.choose_identities(ds, 3, 0.25)

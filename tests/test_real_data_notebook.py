@@ -1,9 +1,10 @@
-"""Real data enters a notebook through its ``data`` parameter only: notebook 06 on the AT&T faces.
+"""Real data enters a notebook through its ``data`` parameter only: notebooks 06 and 02 on the AT&T faces.
 
 A small real-data folder is built from the AT&T / ORL faces (Olivetti Research Laboratory): 30 people train,
 the other 10 form an LFW-like set whose ``pairs.txt`` (10 folds of matched and mismatched pairs) is written with
 ``write_lfw_pairs``; the crops are packed by the library (resized, grey), the MTCNN alignment of data_prep not
-being needed for this check. Notebook 06 runs under papermill with ``data=<folder>`` and tiny parameters.
+being needed for this check. Notebooks 06 and 02 run under papermill with the same ``data=<folder>`` (as
+``make reproduce DATA=<folder>`` passes it to every notebook) and tiny parameters.
 """
 
 from __future__ import annotations
@@ -49,27 +50,46 @@ def _pairs(people: list[Path], seed: int = 0) -> PairList:
     return PairList.from_pairs(ka, kb, same, folds, source="AT&T LFW-like")
 
 
-@pytest.mark.slow
-def test_notebook_06_runs_on_real_data_by_parameter_only(att_faces: Path, tmp_path: Path) -> None:
-    import papermill
-
+@pytest.fixture(scope="module")
+def att_real(att_faces: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real-data folder as data_prep lays it out: train/ (30 people), lfw/ (10 people) and pairs.txt."""
     people = sorted((p for p in Path(att_faces).iterdir() if p.is_dir()), key=lambda p: int(p.name[1:]))
     assert len(people) == 40
-    data = tmp_path / "att_real"
+    data = tmp_path_factory.mktemp("att") / "att_real"
     _pack(data / "train", people[:30], "att-train")
     _pack(data / "lfw", people[30:], "att-lfw")
     write_lfw_pairs(data / "pairs.txt", _pairs(people[30:]), view=2)
-    out = tmp_path / "06_real.ipynb"
+    return data
+
+
+def _run(stem: str, parameters: dict, out: Path) -> dict:
+    import papermill
+
     layout = reproduce.Layout()
-    papermill.execute_notebook(
-        str(layout.notebook("06_lfw_ytf_comparison")), str(out), kernel_name=reproduce.KERNEL_NAME,
-        cwd=str(layout.notebooks_dir), progress_bar=False,
-        parameters={"data": str(data), "cache_dir": str(tmp_path / "cache"), "rows": ["softmax", "asoftmax_m4"],
-                    "protocols": ["lfw"], "backbone": "sphereface4", "width": 0.125, "feat_dim": 16,
-                    "iterations": 8, "batch_size": 16})
-    executed = json.loads(out.read_text())
+    papermill.execute_notebook(str(layout.notebook(stem)), str(out), kernel_name=reproduce.KERNEL_NAME,
+                               cwd=str(layout.notebooks_dir), progress_bar=False, parameters=parameters)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_notebook_06_runs_on_real_data_by_parameter_only(att_real: Path, tmp_path: Path) -> None:
+    executed = _run("06_lfw_ytf_comparison", {
+        "data": str(att_real), "cache_dir": str(tmp_path / "cache"), "rows": ["softmax", "asoftmax_m4"],
+        "protocols": ["lfw"], "backbone": "sphereface4", "width": 0.125, "feat_dim": 16, "iterations": 8,
+        "batch_size": 16}, tmp_path / "06_real.ipynb")
     claims = reproduce.read_claims(executed)
     assert len(claims) == 1 and "LFW" in claims[0].claim
     text = json.dumps(executed)
-    assert f"real data ({data})" in text and "synthetic" not in text.split("record_claims")[-1]
+    assert f"real data ({att_real})" in text and "synthetic" not in text.split("record_claims")[-1]
+    assert not (tmp_path / "cache" / "synthetic").exists()  # no synthetic data was generated
+
+
+@pytest.mark.slow
+def test_notebook_02_reads_the_same_real_data_folder(att_real: Path, tmp_path: Path) -> None:
+    """``make reproduce DATA=<folder>`` gives every notebook the same folder: 02 takes its train/ pack."""
+    executed = _run("02_exploratory_2d_features", {
+        "data": str(att_real), "cache_dir": str(tmp_path / "cache"), "identities": 4, "iterations": 8,
+        "batch_size": 16, "resamples": 5}, tmp_path / "02_real.ipynb")
+    assert reproduce.read_claims(executed)
+    assert "4 identities" in json.dumps(executed)
     assert not (tmp_path / "cache" / "synthetic").exists()  # no synthetic data was generated
