@@ -22,8 +22,9 @@ from sphereface_lib.data.packed import PackedDataset
 from .align import TEMPLATE
 
 
-def sample_grid(dataset: PackedDataset, rows: int = 8, per_row: int = 10, marks: bool = True) -> np.ndarray:
-    """RGB uint8 grid: up to ``per_row`` crops of each of the first ``rows`` identities with images."""
+def sample_grid(dataset: PackedDataset, rows: int = 8, per_row: int = 10) -> np.ndarray:
+    """RGB uint8 grid: up to ``per_row`` crops of each of the first ``rows`` identities with images, the
+    template landmarks marked in red on each."""
     h, w = dataset.manifest.height, dataset.manifest.width
     labels = [lab for lab in np.unique(dataset.labels)][:rows]
     if not labels:
@@ -33,9 +34,8 @@ def sample_grid(dataset: PackedDataset, rows: int = 8, per_row: int = 10, marks:
         for c, i in enumerate(np.flatnonzero(dataset.labels == lab)[:per_row]):
             tile = np.array(dataset.images[i])
             tile = np.repeat(tile, 3, axis=2) if tile.shape[2] == 1 else tile
-            if marks:
-                for x, y in TEMPLATE:
-                    cv2.circle(tile, (int(round(x)), int(round(y))), 1, (255, 0, 0), -1)
+            for x, y in TEMPLATE:
+                cv2.circle(tile, (int(round(x)), int(round(y))), 1, (255, 0, 0), -1)
             grid[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = tile
     return grid
 

@@ -3,8 +3,11 @@
     python -m data_prep.lfw --src lfw --pairs pairs.txt --out data/lfw_aligned
 
 Keys are ``name/0001`` (1-based, as pairs.txt counts images). The pairs file is copied unchanged beside the
-pack; each of its lines is checked against the pack, and entries whose image is missing or was not
-aligned are listed in ``failures.tsv`` (kind ``pairs_missing``) and counted in the manifest.
+pack and read with :func:`sphereface_lib.data.protocols.read_lfw_pairs` (View 2 ``pairs.txt`` or View 1
+``pairsDevTrain.txt``/``pairsDevTest.txt``); entries whose image is missing or was not aligned are listed in
+``failures.tsv`` (kind ``pairs_missing``, at ``file:line``) and counted in the manifest. A malformed pairs
+file is listed once (kind ``bad_pairs_file``, with the reader's message naming file and line) and not checked
+further.
 """
 
 from __future__ import annotations
@@ -14,58 +17,38 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from sphereface_lib.data.protocols import lfw_key
+from sphereface_lib.data.protocols import ProtocolFormatError, lfw_key, read_lfw_pairs
 
-from .pipeline import (Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args,
-                       image_files, prepare, report, require_dir, require_file)
+from .folders import list_folders
+from .pipeline import (Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args, prepare,
+                       report, require_dir, require_file)
 
 _NUMBERED = re.compile(r"^(?P<name>.+)_(?P<num>\d+)$")
 
 
 def list_lfw(src: Path) -> tuple[list[Item], list[Problem]]:
     """Items ``name/NNNN`` of every ``<src>/<name>/<name>_NNNN.<ext>``, and problems (bad names, empty folders)."""
-    items, problems = [], []
-    for folder in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files, bad = image_files(folder)
-        problems += bad
-        if not files:
-            problems.append(Problem(str(folder), "empty_identity", "identity folder holds no image; skipped"))
-        for f in files:
-            m = _NUMBERED.match(f.stem)
-            if m is None or m["name"] != folder.name:
-                problems.append(Problem(str(f), "bad_name", f"expected {folder.name}_NNNN{f.suffix}; skipped"))
-                continue
-            items.append(Item(lfw_key(folder.name, int(m['num'])), folder.name, str(f)))
+    listed, problems = list_folders(src)
+    items = []
+    for it in listed:
+        f = Path(it.path)
+        m = _NUMBERED.match(f.stem)
+        if m is None or m["name"] != it.identity:
+            problems.append(Problem(it.path, "bad_name", f"expected {it.identity}_NNNN{f.suffix}; skipped"))
+            continue
+        items.append(Item(lfw_key(it.identity, int(m["num"])), it.identity, it.path))
     return items, problems
 
 
-def read_pairs(path: Path) -> tuple[list[tuple[int, str, str]], list[Problem]]:
-    """``(line number, key_a, key_b)`` of every pair in an LFW pairs file, and a problem per malformed line.
-
-    Accepts View 2's ``pairs.txt`` (header ``folds pairs``) and View 1's ``pairsDevTrain/Test.txt``
-    (header ``pairs``); a line is ``name i j`` (same person) or ``name_a i name_b j`` (different).
-    """
-    pairs, problems = [], []
-    lines = path.read_text().splitlines()
-    for no, line in enumerate(lines[1:], start=2):
-        f = line.split()
-        try:
-            if len(f) == 3:
-                pairs.append((no, lfw_key(f[0], int(f[1])), lfw_key(f[0], int(f[2]))))
-            elif len(f) == 4:
-                pairs.append((no, lfw_key(f[0], int(f[1])), lfw_key(f[2], int(f[3]))))
-            elif f:
-                raise ValueError(f"{len(f)} fields")
-        except ValueError as exc:
-            problems.append(Problem(f"{path}:{no}", "bad_pairs_line",
-                                    f"{path}:{no}: expected 'name i j' or 'name_a i name_b j' ({exc}): {line!r}"))
-    return pairs, problems
-
-
 def check_pairs(pairs_file: Path, keys: set[str]) -> list[Problem]:
-    """A problem for every malformed line of ``pairs_file`` and every pair with an image not in ``keys``."""
-    pairs, problems = read_pairs(pairs_file)
-    for no, a, b in pairs:
+    """One ``bad_pairs_file`` problem if ``pairs_file`` is malformed, else a ``pairs_missing`` problem
+    (at ``file:line``) for every image of a pair that is not among ``keys``."""
+    try:
+        pairs = read_lfw_pairs(pairs_file)
+    except ProtocolFormatError as exc:
+        return [Problem(str(pairs_file), "bad_pairs_file", str(exc))]
+    problems = []
+    for no, a, b in zip(pairs.lines.tolist(), pairs.keys_a, pairs.keys_b):
         for key in (a, b):
             if key not in keys:
                 problems.append(Problem(f"{pairs_file}:{no}", "pairs_missing",

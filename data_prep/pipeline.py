@@ -235,8 +235,8 @@ def _pack(
     for shard, name in zip(shards, names):
         with np.load(config.work / name) as z:
             images, status, messages = z["images"], z["status"], z["messages"]
-            kept_landmarks.append(z["landmarks"][np.isin(status, ["aligned", "centre"])])
-        ok = np.isin(status, ["aligned", "centre"])
+            ok = np.isin(status, ["aligned", "centre"])
+            kept_landmarks.append(z["landmarks"][ok])
         status_count.update(status.tolist())
         for it, st, msg in zip(shard, status, messages):
             if st != "aligned" and msg:
@@ -288,7 +288,7 @@ def _pack(
     return PrepResult(dataset, problems, counts)
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, default_on_miss: str = "skip") -> None:
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every ``data_prep`` command shares."""
     parser.add_argument("--out", required=True, type=Path, help="packed dataset folder to create")
     parser.add_argument("--work-dir", type=Path, default=None,
@@ -298,7 +298,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, default_on_miss: st
     parser.add_argument("--pad", type=float, default=0.0,
                         help="black border (fraction of the longer side) added before detection; "
                              "helps on tightly cropped faces")
-    parser.add_argument("--on-miss", choices=ON_MISS, default=default_on_miss,
+    parser.add_argument("--on-miss", choices=ON_MISS, default="skip",
                         help="no face found: skip the image, or use a centred crop (for pre-cropped sets)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=3, help="output channels")
     parser.add_argument("--min-face-size", type=int, default=20, help="smallest face MTCNN searches for (px)")

@@ -4,22 +4,23 @@
 
 Keys are ``Person/number/NNNN``: the 1-based position of the frame among its video's frames sorted by frame
 number (YTF names frames ``<video>.<frame>.jpg``). ``--frames-per-video`` keeps that many evenly spaced
-frames per video (keys still count all frames). The splits file (CSV ``split,video_a,video_b,same``) is
-copied beside the pack as ``ytf_splits.csv``; videos it names that end up with no frame in the pack are
-listed in ``failures.tsv`` (kind ``splits_missing``).
+frames per video (keys still count all frames). The splits file (the official ``splits.txt`` or the CSV
+``split,video_a,video_b,same``; both read by :func:`sphereface_lib.data.protocols.read_ytf_splits`) is copied
+unchanged beside the pack as ``ytf_splits.csv``; videos it names that end up with no frame in the pack are
+listed in ``failures.tsv`` (kind ``splits_missing``); a malformed splits file is listed once (kind
+``bad_splits_file``, with the reader's message naming file and line).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from sphereface_lib.data.protocols import ytf_frame_key
+from sphereface_lib.data.protocols import ProtocolFormatError, read_ytf_splits, ytf_frame_key
 
 from .pipeline import (Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args,
                        image_files, prepare, report, require_dir, require_file)
@@ -54,21 +55,19 @@ def list_ytf(src: Path, frames_per_video: int | None = None) -> tuple[list[Item]
 
 
 def check_splits(splits_file: Path, keys: set[str]) -> list[Problem]:
-    """A problem for every malformed row of ``splits_file`` and every video with no frame among ``keys``."""
+    """One ``bad_splits_file`` problem if ``splits_file`` is malformed, else a ``splits_missing`` problem
+    (at ``file:line``) for every video it names that has no frame among ``keys``."""
+    try:
+        pairs = read_ytf_splits(splits_file)
+    except ProtocolFormatError as exc:
+        return [Problem(str(splits_file), "bad_splits_file", str(exc))]
     videos = {k.rsplit("/", 1)[0] for k in keys}
     problems = []
-    with open(splits_file, newline="") as f:
-        reader = csv.DictReader(f)
-        need = {"split", "video_a", "video_b", "same"}
-        if not need <= set(reader.fieldnames or []):
-            return [Problem(str(splits_file), "bad_splits_file",
-                            f"{splits_file}: header must hold {sorted(need)}, got {reader.fieldnames}")]
-        for no, row in enumerate(reader, start=2):
-            for col in ("video_a", "video_b"):
-                v = (row[col] or "").strip()
-                if v not in videos:
-                    problems.append(Problem(f"{splits_file}:{no}", "splits_missing",
-                                            f"{splits_file}:{no}: video {v!r} has no frame in the pack"))
+    for no, a, b in zip(pairs.lines.tolist(), pairs.keys_a, pairs.keys_b):
+        for v in (a, b):
+            if v not in videos:
+                problems.append(Problem(f"{splits_file}:{no}", "splits_missing",
+                                        f"{splits_file}:{no}: video {v!r} has no frame in the pack"))
     return problems
 
 
@@ -77,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> PrepResult:
     parser = argparse.ArgumentParser(prog="python -m data_prep.ytf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", required=True, type=Path, help="frame_images_DB folder (or the folder above it)")
-    parser.add_argument("--splits", required=True, type=Path, help="splits CSV: split,video_a,video_b,same")
+    parser.add_argument("--splits", required=True, type=Path,
+                        help="splits file: the official splits.txt, or a CSV split,video_a,video_b,same")
     parser.add_argument("--frames-per-video", type=int, default=None, help="evenly spaced frames kept per video")
     add_common_arguments(parser)
     args = parser.parse_args(argv)

@@ -10,17 +10,11 @@ import numpy as np
 import pytest
 
 from data_prep import align, casia, folders, lfw, megaface, ytf
-from data_prep.mtcnn import MissingWeightsError, nms, weights_dir
+from data_prep.mtcnn import nms
 from data_prep.pipeline import read_rgb
 from sphereface_lib.data.packed import PackedDataset
 
-
-@pytest.fixture(scope="session")
-def mtcnn_weights() -> Path:
-    try:
-        return weights_dir()
-    except MissingWeightsError as exc:
-        pytest.fail(f"{exc} -- the Makefile installs it; a missing install step must not pass as a skip")
+from conftest import SHARED_DATA
 
 
 def _synthetic_face(rng: np.random.Generator) -> np.ndarray:
@@ -35,7 +29,7 @@ def _synthetic_face(rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-_ATT = Path(__file__).resolve().parents[2] / "shared" / "data" / "att_faces"
+_ATT = SHARED_DATA / "att_faces"
 _REAL_FACES = (_ATT / "s1" / "1.pgm").is_file()
 
 
@@ -182,20 +176,49 @@ def test_lfw_layout_keys_pairs_and_missing_entries(tmp_path: Path, faces, mtcnn_
         name = names[i // 3]
         _write(src / name / f"{name}_{i % 3 + 1:04d}.jpg", cv2.resize(img, (250, 250)))
     _write(src / "Bo_Chan" / "wrongname.jpg", faces[0])
-    pairs = tmp_path / "pairs.txt"
-    pairs.write_text("1\t2\nAnn_Lee\t1\t2\nBo_Chan\t1\t9\nAnn_Lee\t1\tBo_Chan\t3\nAnn_Lee\tone\n")
+    pairs = tmp_path / "pairs.txt"  # View 2: 1 fold of 2 matched + 2 mismatched pairs
+    pairs.write_text("1\t2\nAnn_Lee\t1\t2\nBo_Chan\t1\t9\nAnn_Lee\t1\tBo_Chan\t3\nAnn_Lee\t2\tBo_Chan\t1\n")
+    dev_train = tmp_path / "pairsDevTrain.txt"  # View 1: a single count in the header
+    dev_train.write_text("1\nAnn_Lee\t1\t3\n\nAnn_Lee\t2\tBo_Chan\t4\n")  # a blank line does not shift line numbers
+    dev_test = tmp_path / "pairsDevTest.txt"  # malformed: line 3 is no pair
+    dev_test.write_text("1\nAnn_Lee\t1\t2\nAnn_Lee\tone\n")
     out = tmp_path / "pack"
-    lfw.main(["--src", str(src), "--pairs", str(pairs), "--out", str(out), "--on-miss", "centre", *COMMON])
+    lfw.main(["--src", str(src), "--pairs", str(pairs), str(dev_train), str(dev_test), "--out", str(out),
+              "--on-miss", "centre", *COMMON])
     ds = PackedDataset(out)
     assert ds.keys == [f"{n}/{j:04d}" for n in names for j in (1, 2, 3)]
     assert ds.identities == names and ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert (out / "pairs.txt").read_text() == pairs.read_text()
+    assert (out / "pairsDevTest.txt").read_text() == dev_test.read_text()
     rows = _failures(out)
     kinds = {(Path(r[0]).name, r[1]) for r in rows}
     assert ("pairs.txt:3", "pairs_missing") in kinds  # Bo_Chan 9 does not exist
-    assert ("pairs.txt:5", "bad_pairs_line") in kinds
+    assert ("pairsDevTrain.txt:4", "pairs_missing") in kinds  # nor Bo_Chan 4
+    bad = [r for r in rows if r[1] == "bad_pairs_file"]
+    assert len(bad) == 1 and Path(bad[0][0]).name == "pairsDevTest.txt" and "line 3" in bad[0][2]
     assert ("wrongname.jpg", "bad_name") in kinds
-    assert ds.manifest.extra["failures_by_kind"]["pairs_missing"] == 1
+    assert ds.manifest.extra["failures_by_kind"]["pairs_missing"] == 2
+
+
+def test_lfw_check_pairs_reads_both_views(tmp_path: Path) -> None:
+    view1 = tmp_path / "pairsDevTest.txt"
+    view1.write_text("1\nAnn_Lee\t1\t2\nAnn_Lee\t1\tBo_Chan\t1\n")
+    assert lfw.check_pairs(view1, {"Ann_Lee/0001", "Ann_Lee/0002", "Bo_Chan/0001"}) == []
+    missing = lfw.check_pairs(view1, {"Ann_Lee/0001", "Ann_Lee/0002"})
+    assert [(p.path, p.kind) for p in missing] == [(f"{view1}:3", "pairs_missing")]
+    short = tmp_path / "pairs.txt"
+    short.write_text("2\t1\nAnn_Lee\t1\t2\nAnn_Lee\t1\tBo_Chan\t1\n")  # header announces 4 pair lines
+    (problem,) = lfw.check_pairs(short, set())
+    assert problem.kind == "bad_pairs_file" and problem.path == str(short) and "announces 4" in problem.message
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ["pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt"])
+def test_lfw_check_pairs_accepts_the_real_files(protocols_dir: Path, name: str) -> None:
+    missing = lfw.check_pairs(protocols_dir / name, set())
+    assert missing and {p.kind for p in missing} == {"pairs_missing"}
+    lines = len((protocols_dir / name).read_text().splitlines())
+    assert missing[0].path.endswith(f"{name}:2") and missing[-1].path.endswith(f"{name}:{lines}")
 
 
 def test_lfw_wrong_paths_exit_with_the_path_named(tmp_path: Path) -> None:
@@ -243,6 +266,23 @@ def test_ytf_layout_frame_keys_and_splits(tmp_path: Path, faces, mtcnn_weights) 
     assert (out / "ytf_splits.csv").read_text() == splits.read_text()
     kinds = {(Path(r[0]).name, r[1]) for r in _failures(out)}
     assert ("2", "empty_video") in kinds and ("splits.csv:3", "splits_missing") in kinds
+
+
+def test_ytf_check_splits_reads_official_splits_and_reports_a_bad_file(tmp_path: Path) -> None:
+    keys = {"Ann_Lee/0/0001", "Bo_Chan/1/0001"}
+    official = tmp_path / "splits.txt"  # the layout the YTF site ships, with a blank line inside
+    official.write_text("split number, pair number, first name, second name, is same person, is same video\n"
+                        "1, 1, Ann_Lee/0, Bo_Chan/1, 0, 0\n\n1, 2, Bo_Chan/1, Bo_Chan/2, 1, 0\n")
+    found = [(Path(p.path).name, p.kind) for p in ytf.check_splits(official, keys)]
+    assert found == [("splits.txt:4", "splits_missing")]  # Bo_Chan/2 has no frame
+    csv_file = tmp_path / "splits.csv"
+    csv_file.write_text("split,video_a,video_b,same\n\n1,Ann_Lee/0,Bo_Chan/1,0\n1,Cy_Dee/3,Bo_Chan/1,0\n")
+    assert [p.path for p in ytf.check_splits(csv_file, keys)] == [f"{csv_file}:4"]
+    for text in ("video_a,video_b\nAnn_Lee/0,Bo_Chan/1\n", "split,video_a,video_b,same\n1,Ann_Lee/0,Bo_Chan/1\n"):
+        bad = tmp_path / "bad.csv"
+        bad.write_text(text)
+        (problem,) = ytf.check_splits(bad, keys)
+        assert problem.kind == "bad_splits_file" and problem.path == str(bad) and str(bad) in problem.message
 
 
 def test_megaface_lists_probe_and_distractors(tmp_path: Path, faces, mtcnn_weights) -> None:
