@@ -28,6 +28,17 @@ def protocols_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def mtcnn_weights() -> Path:
+    """The MTCNN weight folder; absent weights fail (the Makefile installs them), never skip."""
+    from data_prep.mtcnn import MissingWeightsError, weights_dir
+
+    try:
+        return weights_dir()
+    except MissingWeightsError as exc:
+        pytest.fail(f"{exc} -- the Makefile installs it; a missing install step must not pass as a skip")
+
+
 @pytest.fixture
 def one_thread():
     """Tiny tensors: intra-op threads only add contention on a shared 2-core machine."""

@@ -9,18 +9,14 @@ import numpy as np
 import pytest
 
 from data_prep import align, folders, grid
-from data_prep.mtcnn import MTCNN, MissingWeightsError, weights_dir
+from data_prep.mtcnn import MTCNN
 from data_prep.pipeline import read_rgb
 from sphereface_lib.data.packed import PackedDataset
 
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_att_faces_detected_aligned_packed(att_faces: Path, tmp_path: Path) -> None:
-    try:
-        weights_dir()
-    except MissingWeightsError as exc:
-        pytest.fail(f"{exc} -- the Makefile installs it; a missing install step must not pass as a skip")
+def test_att_faces_detected_aligned_packed(att_faces: Path, mtcnn_weights: Path, tmp_path: Path) -> None:
     out = tmp_path / "att"
     start = time.perf_counter()
     result = folders.main(["--src", str(att_faces), "--out", str(out), "--workers", "2", "--on-miss", "skip"])
@@ -57,11 +53,8 @@ def test_att_faces_detected_aligned_packed(att_faces: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.realdata
-def test_most_central_of_several_real_faces_is_kept(att_faces: Path) -> None:
-    try:
-        detector = MTCNN()
-    except MissingWeightsError as exc:
-        pytest.fail(f"{exc} -- the Makefile installs it; a missing install step must not pass as a skip")
+def test_most_central_of_several_real_faces_is_kept(att_faces: Path, mtcnn_weights: Path) -> None:
+    detector = MTCNN()
     a, b = read_rgb(str(att_faces / "s1" / "1.pgm")), read_rgb(str(att_faces / "s2" / "1.pgm"))
     canvas = np.full((240, 400, 3), 60, np.uint8)  # a wider "photo": s2 near the centre, s1 at the edge
     canvas[10:122, 5:97], canvas[70:182, 160:252] = a, b

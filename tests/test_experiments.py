@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -26,7 +28,7 @@ def smoke(tmp_path_factory) -> tuple[E.Benchmark, str]:
 
 def test_resolve_path_is_relative_to_the_project_root() -> None:
     assert E.resolve_path("cache") == E.PROJECT_ROOT / "cache"
-    assert E.resolve_path("/tmp/x") == E.resolve_path("/tmp/x").resolve()
+    assert E.resolve_path("/tmp/x") == Path("/tmp/x")
 
 
 def test_every_row_builds_a_valid_config(smoke) -> None:

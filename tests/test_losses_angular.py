@@ -191,18 +191,36 @@ def test_no_nan_when_cos_theta_is_exactly_plus_or_minus_one(m: int) -> None:
     assert logits[1, 0].item() == pytest.approx(3.0 * (1 - 2 * m), rel=1e-5)
 
 
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("name", ["softmax", "modified_softmax", "asoftmax"])
+@pytest.mark.parametrize("name", list_heads())
 def test_heads_run_in_float32_under_autocast(dtype: torch.dtype, name: str) -> None:
+    """Every head computes in float32 under CPU autocast, whatever the features' low precision, and gives
+    what its float32 forward outside autocast gives on the same (rounded) features."""
+    # A P x K batch (5 identities x 3 images, spread out enough that the triplet head has active triplets);
+    # the odd identities at norm ~600: their squared norms overflow float16 unless the head upcasts.
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(5).repeat_interleave(3)
+    centers = torch.randn(5, 8, generator=g) * 2
+    x = centers[labels] + 2.0 * torch.randn(15, 8, generator=g)
+    x[labels % 2 == 1] *= 100
+    assert (x * x).sum(dim=1).max() > torch.finfo(torch.float16).max
     torch.manual_seed(8)
-    head = create_head(name, 8, 5)
-    x = (torch.randn(6, 8) * 100).requires_grad_()
-    y = torch.randint(0, 5, (6,))
+    head = create_head(name, 8, 5).eval()  # eval: the center loss's centers stay put between the forwards
+    x = x.to(dtype).requires_grad_(True)
     with torch.autocast("cpu", dtype=dtype):
-        loss, logits = head.compute_loss(x.to(dtype), y)
+        loss, logits = head.compute_loss(x, labels)
     loss.backward()
-    assert logits.dtype == torch.float32
-    assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and loss > 0
+    assert x.grad.dtype == dtype and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert (logits is None) == (name == "triplet")
+    with torch.no_grad():
+        ref_loss, ref_logits = head.compute_loss(x.detach().float(), labels)
+    # Both forwards run float32 on the same values: only summation-order noise is allowed.
+    torch.testing.assert_close(loss.detach(), ref_loss, rtol=1e-6, atol=1e-9)
+    if logits is not None:
+        assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+        torch.testing.assert_close(logits.detach(), ref_logits, rtol=1e-6, atol=1e-9)
 
 
 def test_bad_arguments_get_clear_errors() -> None:
