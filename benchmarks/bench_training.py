@@ -32,7 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sphereface_lib.data.packed import PackedDataset, PackedWriter  # noqa: E402
 from sphereface_lib.training import TrainConfig  # noqa: E402
-from sphereface_lib.training.trainer import BatchLoader, TrainStep, build_model, make_optimizer  # noqa: E402
+from sphereface_lib.training.trainer import (  # noqa: E402
+    BatchLoader, TrainStep, augment, build_model, make_optimizer,
+)
 
 CASIA_IDENTITIES = 10572
 #: dense bf16 peak FLOP/s by a substring of the device name (vendor data sheets, SXM parts)
@@ -102,8 +104,7 @@ def main() -> None:
         images, labels, flip = images.pin_memory(), labels.pin_memory(), flip.pin_memory()
 
     # FLOPs of one training step (forward + backward), counted on the eager model
-    x = (images.to(device).permute(0, 3, 1, 2).float() - 127.5) / 128
-    x = x.contiguous(memory_format=torch.channels_last)
+    x = augment(images.to(device), None, channels_last=True)
     head.update(LAMBDA_FLOOR_ITERATION)
     with FlopCounterMode(display=False) as counter:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from sphereface_lib.backbones import sphereface
+from sphereface_lib.data.packed import atomic_write_text
 from sphereface_lib.data.protocols import pair_rows, read_lfw_pairs
 from sphereface_lib.data.synthetic import synthetic_benchmark
 from sphereface_lib.evaluation.features import extract_features, images_to_tensor
-from sphereface_lib.evaluation.verification import lfw_10fold
+from sphereface_lib.evaluation.verification import k_fold_accuracy
 from sphereface_lib.losses import Softmax
 
 
@@ -32,7 +31,7 @@ def raw_pixel_accuracy(lfw, pairs) -> float:
     a, b = pair_rows(lfw, pairs)
     x = np.asarray(lfw.images, np.float32)
     feats = np.concatenate([x, x[:, :, ::-1]], axis=2).reshape(len(x), -1) - 127.5
-    return lfw_10fold(feats[a], feats[b], pairs.is_same).mean
+    return k_fold_accuracy(feats[a], feats[b], pairs.is_same, pairs.folds).mean
 
 
 def softmax_accuracy(train, lfw, pairs, epochs: int, width: float, device: str, seed: int) -> tuple[float, float]:
@@ -66,7 +65,7 @@ def softmax_accuracy(train, lfw, pairs, epochs: int, width: float, device: str, 
     net.eval()
     a, b = pair_rows(lfw, pairs)
     feats = extract_features(net, lfw.images, flip="concat", device=device, progress=False)
-    return lfw_10fold(feats[a], feats[b], pairs.is_same).mean, seconds
+    return k_fold_accuracy(feats[a], feats[b], pairs.is_same, pairs.folds).mean, seconds
 
 
 def main() -> None:
@@ -97,10 +96,7 @@ def main() -> None:
         print(f"difficulty {bench.config.difficulty}: softmax SphereFace-20 (width {args.width}, {args.epochs} "
               f"epochs, {sec:.0f}s on {args.device}) LFW 10-fold accuracy {acc:.4f} (target 0.80-0.97)")
     if args.json:
-        path = Path(args.json)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

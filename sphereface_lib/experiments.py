@@ -10,7 +10,6 @@ that every notebook asking for the same model on the same data shares one traini
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from scipy import stats
 from .data.packed import PackedDataset
 from .data.protocols import PairList, pair_rows, read_lfw_pairs, read_ytf_splits, video_rows
 from .data.synthetic import synthetic_benchmark
-from .evaluation import FoldAccuracy, MegaFaceResult, extract_features, lfw_10fold, megaface_evaluate
+from .evaluation import FoldAccuracy, MegaFaceResult, extract_features, k_fold_accuracy, megaface_evaluate
 from .evaluation import video_features, ytf_10fold
 from .losses import LambdaSchedule
 from .training import TrainConfig, TrainResult, train_cached
@@ -206,12 +205,12 @@ def features(model: TrainResult, dataset: PackedDataset) -> np.ndarray:
 
 
 def lfw_accuracy(model: TrainResult, bench: Benchmark) -> FoldAccuracy:
-    """LFW (or LFW-like) 10-fold verification accuracy, cosine scores (Table 3/4)."""
+    """LFW (or LFW-like) verification accuracy over the folds of its pairs.txt, cosine scores (Table 3/4)."""
     if bench.lfw is None or bench.lfw_pairs is None:
         raise ExperimentError("lfw_accuracy: open the benchmark with 'lfw' in parts")
     a, b = pair_rows(bench.lfw, bench.lfw_pairs)
     f = features(model, bench.lfw)
-    return lfw_10fold(f[a], f[b], bench.lfw_pairs.is_same)
+    return k_fold_accuracy(f[a], f[b], bench.lfw_pairs.is_same, bench.lfw_pairs.folds)
 
 
 def ytf_accuracy(model: TrainResult, bench: Benchmark) -> FoldAccuracy:
@@ -238,18 +237,14 @@ def megaface_results(model: TrainResult, bench: Benchmark, distractor_counts: Se
 
 
 def verification_table(bench: Benchmark, rows: Sequence[str], seeds: Sequence[int], recipe: Recipe,
-                       cache_dir: str | Path, protocols: Sequence[str] = ("lfw", "ytf"),
-                       recipes: dict[str, Recipe] | None = None) -> pd.DataFrame:
-    """One line per (row, seed): the 10-fold mean accuracy and fold std (in %) of each protocol.
-
-    ``recipes`` overrides the recipe of some rows (e.g. another backbone); its key is the row name.
-    """
+                       cache_dir: str | Path, protocols: Sequence[str] = ("lfw", "ytf")) -> pd.DataFrame:
+    """One line per (row, seed): the 10-fold mean accuracy and fold std (in %) of each protocol."""
     if not seeds:
         raise ExperimentError("seeds must name at least one seed, e.g. seeds = [0, 1]")
     out = []
     for row in rows:
         for seed in seeds:
-            model = train_row(bench, row, (recipes or {}).get(row, recipe), seed, cache_dir)
+            model = train_row(bench, row, recipe, seed, cache_dir)
             line: dict[str, Any] = {"row": row, "seed": seed}
             for protocol in protocols:
                 acc = {"lfw": lfw_accuracy, "ytf": ytf_accuracy}[protocol](model, bench)

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .data.packed import atomic_write_text
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LIBRARY_DIR = Path(__file__).resolve().parent
 KERNEL_NAME = "sphereface"
@@ -260,13 +262,6 @@ class NotebookRun:
     error: str | None = None
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _stored_metadata(executed: Path) -> dict[str, Any]:
     if not executed.is_file():
         return {}
@@ -282,7 +277,7 @@ def render_html(executed: Path, html_path: Path) -> None:
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter(embed_images=True).from_notebook_node(nbformat.read(str(executed), as_version=4))
-    _atomic_write_text(html_path, body)
+    atomic_write_text(html_path, body)
 
 
 def check_kernel(kernel_name: str) -> None:
@@ -298,9 +293,11 @@ def check_kernel(kernel_name: str) -> None:
 
 
 def execute_notebook(
-    layout: Layout, profile: str, stem: str, parameters: dict[str, Any], kernel_name: str = KERNEL_NAME
+    layout: Layout, profile: str, stem: str, parameters: dict[str, Any], library: str,
+    kernel_name: str = KERNEL_NAME,
 ) -> NotebookRun:
     """Run one notebook with papermill into ``reports/<profile>/<stem>.ipynb`` (atomically) and render it.
+    ``library`` is the :func:`library_fingerprint` taken before the run, stored with the result.
 
     On failure the partial notebook is kept as ``<stem>.failed.ipynb`` and the previous result is untouched.
     """
@@ -327,7 +324,7 @@ def execute_notebook(
     nb.metadata["sphereface"] = {
         "profile": profile,
         "source_fingerprint": source_fingerprint(layout.notebook(stem), parameters),
-        "library_fingerprint": library_fingerprint(),
+        "library_fingerprint": library,
         "wall_s": round(wall_s, 1),
     }
     nbformat.write(nb, str(tmp))
@@ -389,12 +386,12 @@ def reproduce(
             run = NotebookRun(stem, "up to date", stored.get("wall_s"), read_claims(json.loads(executed.read_text())))
         else:
             log(f"running {stem} ({profile}) ...")
-            run = execute_notebook(layout, profile, stem, parameters[stem], kernel_name)
+            run = execute_notebook(layout, profile, stem, parameters[stem], library, kernel_name)
         log(f"  {stem}: {run.status}" + (f", {run.wall_s:.1f} s" if run.wall_s is not None else "")
             + (f" — {run.error}" if run.error else ""))
         runs.append(run)
     write_index(layout, profile, runs)
-    _atomic_write_text(layout.reports_dir(profile) / "summary.md", summary_markdown(profile, runs, link_root=""))
+    atomic_write_text(layout.reports_dir(profile) / "summary.md", summary_markdown(profile, runs, link_root=""))
     if readme if readme is not None else profile == "default":
         update_readme(layout.readme, summary_markdown(profile, runs, link_root=f"reports/{profile}/"))
     return runs
@@ -470,7 +467,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head>
 {chr(10).join(claim_rows)}
 </table></body></html>
 """
-    _atomic_write_text(layout.reports_dir(profile) / "html" / "index.html", page)
+    atomic_write_text(layout.reports_dir(profile) / "html" / "index.html", page)
 
 
 def update_readme(readme: Path, table: str) -> None:
@@ -486,7 +483,7 @@ def update_readme(readme: Path, table: str) -> None:
                 f"{readme}: the markers {RESULTS_START} and {RESULTS_END} must each appear once, start first"
             )
         text = text[:start] + block + text[end + len(RESULTS_END):]
-    _atomic_write_text(readme, text)
+    atomic_write_text(readme, text)
 
 
 def update_test_copies(layout: Layout, stems: Sequence[str], target: Path) -> list[Path]:

@@ -52,8 +52,12 @@ class Manifest:
         return (self.height, self.width, self.channels)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` (creating its folder) through a hidden temporary file renamed over it, so a
+    reader sees the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -115,7 +119,7 @@ class PackedWriter:
         if labels.shape != (len(images),):
             raise ValueError(f"need one label per image: {len(images)} images, labels shape {labels.shape}")
         if keys is None:
-            start = sum(len(x) for x in self._labels)
+            start = len(self._keys)
             keys = [f"{start + i:08d}" for i in range(len(images))]
         if len(keys) != len(images):
             raise ValueError(f"need one key per image: {len(images)} images, {len(keys)} keys")

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .packed import PackedDataset
+from .packed import PackedDataset, atomic_write_text
 
 YTF_CSV_HEADER = "split,video_a,video_b,same"
 YTF_OFFICIAL_HEADER = "split number, pair number, first name, second name, is same person, is same video"
@@ -186,13 +186,7 @@ def write_lfw_pairs(path: str | os.PathLike, pairs: PairList, view: int | None =
             out.append(f"{na}\t{ia}\t{ib}")
         else:
             out.append(f"{na}\t{ia}\t{nb}\t{ib}")
-    _atomic_write(Path(path), "\n".join(out) + "\n")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(out) + "\n")
 
 
 def _flag(text: str, path: Path, lineno: int, what: str) -> bool:
@@ -253,7 +247,7 @@ def write_ytf_splits(path: str | os.PathLike, pairs: PairList, official: bool = 
         out = [YTF_CSV_HEADER]
         out += [f"{int(f) + 1},{a},{b},{int(s)}" for a, b, s, f in zip(pairs.keys_a, pairs.keys_b, pairs.is_same,
                                                                        pairs.folds)]
-    _atomic_write(Path(path), "\n".join(out) + "\n")
+    atomic_write_text(path, "\n".join(out) + "\n")
 
 
 def pair_rows(dataset: PackedDataset, pairs: PairList) -> tuple[np.ndarray, np.ndarray]:

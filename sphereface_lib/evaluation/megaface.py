@@ -163,10 +163,12 @@ def megaface_evaluate(
             snapshots[reached] = (top.clone(), impostor_top.clone(), hist.clone())
 
     edges = np.linspace(-1.0, 1.0, hist_bins + 1)[:-1]
+    roc_tar = ((len(genuine) - np.searchsorted(genuine_sorted, edges, side="left")) / len(genuine))[::-1]
+    mates = mate_scores.numpy()[:, None]
     results: dict[int, MegaFaceResult] = {}
     for d in counts:
         top_d, imp_d, hist_d = (t.numpy() for t in snapshots[d])
-        beaten_by = (top_d[pair_probe] >= mate_scores.numpy()[:, None]).sum(axis=1)
+        beaten_by = (top_d[pair_probe] >= mates).sum(axis=1)
         cmc = np.array([(beaten_by < r).mean() for r in range(1, max_rank + 1)])
         n_imp = n_probes * d
         tar, thr = {}, {}
@@ -176,7 +178,6 @@ def megaface_evaluate(
             tar[float(f)] = float(len(genuine) - np.searchsorted(genuine_sorted, t, side="right")) / len(genuine)
         imp_at_or_above = np.cumsum(hist_d[::-1])[::-1]
         roc_far = (imp_at_or_above / n_imp)[::-1]
-        roc_tar = ((len(genuine) - np.searchsorted(genuine_sorted, edges, side="left")) / len(genuine))[::-1]
         results[d] = MegaFaceResult(d, float(cmc[0]), cmc, tar, thr, roc_far, roc_tar,
                                     len(pair_probe), len(genuine), n_imp)
     return results

@@ -92,11 +92,12 @@ def k_fold_accuracy(
     accs, thrs = np.empty(len(ids)), np.empty(len(ids))
     one_hot = (folds[None, :] == ids[:, None]).astype(np.float64)
     fold_sums = one_hot @ (a + b)  # sum of both sides' features per fold
+    total = fold_sums.sum(axis=0)
     ab, aa, bb = (np.einsum("nd,nd->n", x, y) for x, y in ((a, b), (a, a), (b, b)))
     for k, fold in enumerate(ids):
         test = folds == fold
         train = ~test
-        mu = (fold_sums.sum(axis=0) - fold_sums[k]) / (2 * np.count_nonzero(train))
+        mu = (total - fold_sums[k]) / (2 * np.count_nonzero(train))
         # cosine of (a - mu, b - mu), expanded so that each fold costs two matrix-vector products
         a_mu, b_mu, mu_mu = a @ mu, b @ mu, mu @ mu
         norms = np.sqrt(np.maximum(aa - 2 * a_mu + mu_mu, 1e-24) * np.maximum(bb - 2 * b_mu + mu_mu, 1e-24))

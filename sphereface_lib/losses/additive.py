@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from .angular import cosine, xavier_weight
 from .base import Head, check_inputs, compute_dtype, float32_autocast_off, register_head
 
 
@@ -41,9 +41,7 @@ class _NormalizedMarginHead(Head):
         if not s > 0:
             raise ValueError(f"{type(self).__name__}: scale s must be > 0, got {s!r}")
         self.s, self.m = float(s), float(m)
-        weight = torch.empty(num_classes, feat_dim)
-        nn.init.xavier_uniform_(weight)
-        self.weight = nn.Parameter(weight)
+        self.weight = xavier_weight(num_classes, feat_dim)
 
     def margin(self, cos_y: Tensor) -> Tensor:
         """The target class's cos after the margin."""
@@ -52,9 +50,7 @@ class _NormalizedMarginHead(Head):
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
         check_inputs(self, features, labels)
         with float32_autocast_off(features):
-            dtype = compute_dtype(features)
-            cos = F.linear(F.normalize(features.to(dtype), dim=1), F.normalize(self.weight.to(dtype), dim=1))
-            cos = cos.clamp(-1.0, 1.0)
+            cos = cosine(features.to(compute_dtype(features)), self.weight)
             target = self.margin(cos.gather(1, labels[:, None]))
             return self.s * cos.scatter(1, labels[:, None], target)
 

@@ -83,11 +83,16 @@ def norm_and_cos(features: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
     x = features.to(dtype)
     # the norm in float64: float32's sum of squares overflows once ||x|| exceeds about 1.8e19
     norm = torch.linalg.vector_norm(x.double(), dim=1, keepdim=True).to(dtype)
-    cos = F.linear(F.normalize(x, dim=1), F.normalize(weight.to(dtype), dim=1)).clamp(-1.0, 1.0)
-    return norm, cos
+    return norm, cosine(x, weight)
 
 
-def _xavier_weight(num_classes: int, feat_dim: int) -> nn.Parameter:
+def cosine(features: Tensor, weight: Tensor) -> Tensor:
+    """cos theta_j (N, C) between features and class weights, in the features' dtype, clamped to [-1, 1]."""
+    return F.linear(F.normalize(features, dim=1), F.normalize(weight.to(features.dtype), dim=1)).clamp(-1.0, 1.0)
+
+
+def xavier_weight(num_classes: int, feat_dim: int) -> nn.Parameter:
+    """Class weights (C, D), Xavier-uniform as in the official prototxt."""
     w = torch.empty(num_classes, feat_dim)
     nn.init.xavier_uniform_(w)
     return nn.Parameter(w)
@@ -114,7 +119,7 @@ class ModifiedSoftmax(Head):
 
     def __init__(self, feat_dim: int, num_classes: int) -> None:
         super().__init__(feat_dim, num_classes)
-        self.weight = _xavier_weight(num_classes, feat_dim)
+        self.weight = xavier_weight(num_classes, feat_dim)
 
     def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
         check_inputs(self, features, None)
@@ -138,7 +143,7 @@ class AnnealedMarginHead(Head):
             raise ValueError(f"{type(self).__name__} margin m must be an integer in {SUPPORTED_M}, got {m!r}")
         self.m = m
         self.lambda_schedule = lambda_schedule
-        self.weight = _xavier_weight(num_classes, feat_dim)
+        self.weight = xavier_weight(num_classes, feat_dim)
         self.register_buffer("lambda_value", torch.zeros(()), persistent=False)
         self.update(0)
 

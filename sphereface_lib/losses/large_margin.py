@@ -8,11 +8,10 @@ Eq. 6, SphereFace Eq. 7), computed by the shared Chebyshev :func:`~sphereface_li
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .angular import AnnealedMarginHead, LambdaSchedule
-from .base import check_inputs, compute_dtype, float32_autocast_off, register_head
+from .angular import AnnealedMarginHead, LambdaSchedule, norm_and_cos
+from .base import check_inputs, float32_autocast_off, register_head
 
 # The official L-Softmax MNIST solver (wy1iu/LargeMargin_Softmax_Loss, largemargin_inner_product_param):
 # base 1000, gamma 0.000025, power 35, lambda_min 0.
@@ -41,11 +40,8 @@ class LSoftmax(AnnealedMarginHead):
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
         check_inputs(self, features, labels)
         with float32_autocast_off(features):
-            dtype = compute_dtype(features)
-            x, w = features.to(dtype), self.weight.to(dtype)
             # ||W_j|| ||x|| cos theta_j == W_j^T x; the factored form keeps cos in [-1, 1] for psi and is
             # finite for zero-norm features (cos = 0 there).
-            x_norm = torch.linalg.vector_norm(x.double(), dim=1, keepdim=True).to(dtype)  # no float32 overflow
-            w_norm = torch.linalg.vector_norm(w, dim=1)
-            cos = F.linear(F.normalize(x, dim=1), F.normalize(w, dim=1)).clamp(-1.0, 1.0)
+            x_norm, cos = norm_and_cos(features, self.weight)
+            w_norm = torch.linalg.vector_norm(self.weight.to(cos.dtype), dim=1)
             return x_norm * w_norm * self.margin_cos(cos, labels)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.packed import Manifest
+from ..data.packed import Manifest, atomic_write_text
 from ..data.sources import open_packed
 from .config import TrainConfig
 from .trainer import TrainResult, _library_version, load_checkpoint, resolve_device, train
@@ -55,8 +55,6 @@ def train_cached(config: TrainConfig, cache_dir: str | os.PathLike) -> TrainResu
         if done.is_file():  # another process finished it while we waited
             return load_checkpoint(entry, device)
         result = train(dataclasses.replace(config, run=dataclasses.replace(config.run, out_dir=str(entry))))
-        tmp = done.with_name(DONE_NAME + ".tmp")
-        tmp.write_text(json.dumps({"key": key, "config": result.config.to_dict(),
-                                   "dataset": dataclasses.asdict(manifest)}, indent=2) + "\n")
-        os.replace(tmp, done)
+        atomic_write_text(done, json.dumps({"key": key, "config": result.config.to_dict(),
+                                            "dataset": dataclasses.asdict(manifest)}, indent=2) + "\n")
         return result

@@ -8,7 +8,6 @@ weight decay 5e-4, learning rate 0.1 divided by 10 at 16k and 24k iterations, st
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import types
@@ -151,10 +150,6 @@ class TrainConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    def fingerprint(self) -> str:
-        """Canonical JSON of the config (sorted keys), the basis of cache keys."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     def validate(self, source: str = "<config>") -> None:
         """Raise :class:`ConfigError` for values no run can use."""

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..backbones import create_backbone
-from ..data.packed import PackedDataset
+from ..data.packed import PackedDataset, atomic_write_text
 from ..data.sources import open_packed
 from ..data.samplers import create_sampler
 from ..losses import Head, LambdaSchedule, create_head
@@ -287,6 +287,14 @@ def _math_fields(config: TrainConfig) -> dict[str, Any]:
     return d
 
 
+def _read_checkpoint(path: Path) -> tuple[dict[str, Any], TrainConfig]:
+    """The state dict of a checkpoint file (tensors only, on the CPU) and the config stored in it."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: checkpoint format {state.get('format')!r}, this library reads {CHECKPOINT_FORMAT}")
+    return state, TrainConfig.from_dict(state["config"], source=f"{path} (stored config)")
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainResult:
     """Rebuild backbone and head (eval mode) from a checkpoint or a run folder holding ``checkpoint.pt``."""
     path = Path(path)
@@ -294,10 +302,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {state.get('format')!r}, this library reads {CHECKPOINT_FORMAT}")
-    config = TrainConfig.from_dict(state["config"], source=f"{path} (stored config)")
+    state, config = _read_checkpoint(path)
     ds = state["dataset"]
     backbone, head = build_model(config, (ds["height"], ds["width"], ds["channels"]), ds["num_identities"])
     backbone.load_state_dict(state["backbone"])
@@ -361,8 +366,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, w
     optimizer = make_optimizer(backbone, head, config)
     start = 0
     if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        stored = TrainConfig.from_dict(state["config"], source=f"{ckpt_path} (stored config)")
+        state, stored = _read_checkpoint(ckpt_path)
         if _math_fields(stored) != _math_fields(config):
             raise ConfigError(
                 f"{ckpt_path} was written by a different configuration; use another run.out_dir "
@@ -379,9 +383,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, w
     metrics: list[dict[str, Any]] = []  # the log is kept by rank 0
     if rank == 0:  # drop rows a killed run logged after its last checkpoint
         metrics = _read_metrics(metrics_path, start) if start else []
-        tmp = metrics_path.with_name(metrics_path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in metrics))
-        os.replace(tmp, metrics_path)
+        atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in metrics))
 
     iterations = config.optim.iterations
     guard = _Guard(config, head, device, world)

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..packed import PackedDataset, PackedWriter
+from ..packed import PackedDataset, PackedWriter, atomic_write_text
 from ..protocols import PairList, lfw_key, write_lfw_pairs, write_ytf_splits, ytf_frame_key
 from .faces import GENERATOR_VERSION, OUTPUT_SIZES, identity_latent, image_nuisance, render, video_nuisance
 
@@ -194,6 +194,25 @@ def _pack_stills(root: Path, cfg: SyntheticConfig, source: str, identities: list
             wr.add(img, labels[sl], [lfw_key(names[l], n) for l, n in zip(labels[sl], index[sl])])
 
 
+def _fold_pairs(rng: np.random.Generator, members: range, n: int, count: np.ndarray, first: int, key,
+                shortage: str) -> tuple[list[str], list[str]]:
+    """One fold of a verification protocol: n matched pairs (two items of one member, drawn from all such pairs)
+    then n distinct mismatched pairs (a random item of each of two members). Member k has the items first ..
+    first + count[k] - 1, named ``key(k, item)``; ``shortage``, formatted with the number of matched pairs on
+    offer, is the error when there are fewer than n."""
+    cand = [(k, i, j) for k in members for i in range(first, first + count[k]) for j in range(i + 1, first + count[k])]
+    if len(cand) < n:
+        raise ValueError(shortage.format(len(cand)))
+    matched = [(key(k, i), key(k, j)) for k, i, j in (cand[c] for c in rng.permutation(len(cand))[:n])]
+    mismatched: dict[tuple[str, str], None] = {}  # insertion-ordered set
+    while len(mismatched) < n:
+        a, b = rng.choice(list(members), 2, replace=False)
+        mismatched.setdefault((key(a, int(rng.integers(first, first + count[a]))),
+                               key(b, int(rng.integers(first, first + count[b])))))
+    pairs = matched + list(mismatched)
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
 def _lfw_pairs(cfg: SyntheticConfig, counts: np.ndarray) -> PairList:
     """Folds of matched pairs (two images of one person) then mismatched pairs (two people), as pairs.txt."""
     rng = _rng(cfg, 2)
@@ -201,24 +220,12 @@ def _lfw_pairs(cfg: SyntheticConfig, counts: np.ndarray) -> PairList:
     P, n = cfg.lfw_identities_per_fold, cfg.lfw_pairs_per_fold
     ka, kb, same, folds = [], [], [], []
     for f in range(cfg.lfw_folds):
-        fold_ids = range(f * P, (f + 1) * P)
-        cand = [(k, i, j) for k in fold_ids for i in range(1, counts[k] + 1) for j in range(i + 1, counts[k] + 1)]
-        if len(cand) < n:
-            raise ValueError(f"SyntheticConfig: LFW fold {f + 1} offers {len(cand)} matched pairs, "
-                             f"lfw_pairs_per_fold={n}; raise lfw_identities_per_fold or lfw_images_max")
-        for c in rng.permutation(len(cand))[:n]:
-            k, i, j = cand[c]
-            ka.append(lfw_key(identity_name(idents[k]), i))
-            kb.append(lfw_key(identity_name(idents[k]), j))
-        seen: set[tuple[str, str]] = set()
-        while len(seen) < n:
-            a, b = rng.choice(list(fold_ids), 2, replace=False)
-            pair = (lfw_key(identity_name(idents[a]), int(rng.integers(1, counts[a] + 1))),
-                    lfw_key(identity_name(idents[b]), int(rng.integers(1, counts[b] + 1))))
-            if pair not in seen:
-                seen.add(pair)
-                ka.append(pair[0])
-                kb.append(pair[1])
+        a, b = _fold_pairs(rng, range(f * P, (f + 1) * P), n, counts, 1,
+                           lambda k, i: lfw_key(identity_name(idents[k]), i),
+                           f"SyntheticConfig: LFW fold {f + 1} offers {{}} matched pairs, lfw_pairs_per_fold={n}; "
+                           "raise lfw_identities_per_fold or lfw_images_max")
+        ka += a
+        kb += b
         same += [True] * n + [False] * n
         folds += [f] * (2 * n)
     return PairList.from_pairs(ka, kb, same, folds, source="synthetic LFW")
@@ -247,23 +254,11 @@ def _ytf(root: Path, cfg: SyntheticConfig) -> PairList:
     P, n = cfg.ytf_identities_per_split, cfg.ytf_pairs_per_split
     ka, kb, same, folds = [], [], [], []
     for sp in range(cfg.ytf_splits):
-        ks = range(sp * P, (sp + 1) * P)
-        cand = [(k, a, b) for k in ks for a in range(nvid[k]) for b in range(a + 1, nvid[k])]
-        if len(cand) < n:
-            raise ValueError(f"SyntheticConfig: YTF split {sp + 1} offers {len(cand)} same-person video pairs, "
-                             f"ytf_pairs_per_split={n}; raise ytf_identities_per_split or ytf_videos_max")
-        for c in rng.permutation(len(cand))[:n]:
-            k, a, b = cand[c]
-            ka.append(f"{names[k]}/{a}")
-            kb.append(f"{names[k]}/{b}")
-        seen: set[tuple[str, str]] = set()
-        while len(seen) < n:
-            a, b = rng.choice(list(ks), 2, replace=False)
-            pair = (f"{names[a]}/{int(rng.integers(nvid[a]))}", f"{names[b]}/{int(rng.integers(nvid[b]))}")
-            if pair not in seen:
-                seen.add(pair)
-                ka.append(pair[0])
-                kb.append(pair[1])
+        a, b = _fold_pairs(rng, range(sp * P, (sp + 1) * P), n, nvid, 0, lambda k, v: f"{names[k]}/{v}",
+                           f"SyntheticConfig: YTF split {sp + 1} offers {{}} same-person video pairs, "
+                           f"ytf_pairs_per_split={n}; raise ytf_identities_per_split or ytf_videos_max")
+        ka += a
+        kb += b
         same += [True] * n + [False] * n
         folds += [sp] * (2 * n)
     return PairList.from_pairs(ka, kb, same, folds, source="synthetic YTF")
@@ -323,9 +318,8 @@ def synthetic_benchmark(cache_dir: str | os.PathLike, size: str | SyntheticConfi
                     start += len(img)
         cfg_path = root / "config.json"
         if not cfg_path.is_file():
-            tmp = cfg_path.with_name("config.json.tmp")
-            tmp.write_text(json.dumps({"generator": GENERATOR_VERSION, "config": dataclasses.asdict(cfg)}, indent=2))
-            os.replace(tmp, cfg_path)
+            atomic_write_text(cfg_path, json.dumps({"generator": GENERATOR_VERSION,
+                                                    "config": dataclasses.asdict(cfg)}, indent=2))
     return SyntheticBenchmark(
         root=root, config=cfg, train=PackedDataset(root / "train"), lfw=PackedDataset(root / "lfw"),
         lfw_pairs=root / "pairs.txt", ytf=PackedDataset(root / "ytf"), ytf_splits=root / "ytf_splits.csv",
