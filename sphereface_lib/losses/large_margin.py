@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .angular import AnnealedMarginHead, LambdaSchedule, norm_and_cos
-from .base import check_inputs, float32_autocast_off, register_head
+from .base import check_inputs, compute_dtype, float32_autocast_off, register_head
 
 # The official L-Softmax MNIST solver (wy1iu/LargeMargin_Softmax_Loss, largemargin_inner_product_param):
 # base 1000, gamma 0.000025, power 35, lambda_min 0.
@@ -42,6 +42,7 @@ class LSoftmax(AnnealedMarginHead):
         with float32_autocast_off(features):
             # ||W_j|| ||x|| cos theta_j == W_j^T x; the factored form keeps cos in [-1, 1] for psi and is
             # finite for zero-norm features (cos = 0 there).
+            # ||W_j|| before cos: autograd sums the weight's two gradients in this order (trained models rely on it)
+            w_norm = torch.linalg.vector_norm(self.weight.to(compute_dtype(features)), dim=1)
             x_norm, cos = norm_and_cos(features, self.weight)
-            w_norm = torch.linalg.vector_norm(self.weight.to(cos.dtype), dim=1)
             return x_norm * w_norm * self.margin_cos(cos, labels)
