@@ -25,7 +25,7 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 venv: $(STAMP)
 
 reproduce: $(STAMP)
-	$(PY) -m sphereface_lib.reproduce --profile $(PROFILE) $(if $(DATA),--data $(DATA),)
+	$(PY) -m sphereface_lib.companion.reproduce --profile $(PROFILE) $(if $(DATA),--data $(DATA),)
 
 test: $(STAMP)
 	$(PY) -m pytest tests

@@ -1,4 +1,4 @@
-"""sphereface_lib.experiments: benchmark opening (synthetic and real layouts), row configs, verdicts, plots."""
+"""sphereface_lib.companion.experiments: benchmark opening (synthetic and real layouts), row configs, verdicts, plots."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sphereface_lib import experiments as E
-from sphereface_lib import plots as P
+from sphereface_lib.companion import experiments as E
+from sphereface_lib.companion import figures as P
 from sphereface_lib.data.packed import PackedWriter
 
 TINY = E.Recipe(backbone="sphereface4", width=0.125, feat_dim=16, iterations=4, batch_size=16)

@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from sphereface_lib import feature_study as fs  # noqa: E402
-from sphereface_lib import viz  # noqa: E402
+from sphereface_lib.companion import feature_study as fs  # noqa: E402
+from sphereface_lib.companion import figures as viz  # noqa: E402
 from sphereface_lib.data import PackedDataset, PackedWriter  # noqa: E402
 
 

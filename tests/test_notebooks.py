@@ -1,7 +1,7 @@
 """The notebooks: conventions, profiles, nbval on the committed smoke copies, and the rendered HTML in a browser.
 
 How it works: ``tests/notebooks/<stem>.ipynb`` are the notebooks executed under the smoke profile, committed
-(refresh with ``.venv/bin/python -m sphereface_lib.reproduce --profile smoke --update-test-copies``). nbval
+(refresh with ``.venv/bin/python -m sphereface_lib.companion.reproduce --profile smoke --update-test-copies``). nbval
 re-executes them on the ``sphereface`` kernel and compares every output but images and cells marked
 ``# NBVAL_IGNORE_OUTPUT``, after ``tests/notebooks/nbval_sanitize.cfg``; a test checks the copies are up to
 date with ``notebooks/`` and ``profiles/smoke/``.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sphereface_lib import reproduce
+from sphereface_lib.companion import reproduce
 
 PROJECT = Path(__file__).resolve().parents[1]
 COPIES = PROJECT / "tests" / "notebooks"
@@ -77,7 +77,7 @@ def test_notebook_conventions(stem: str) -> None:
 @pytest.mark.parametrize("stem", STEMS)
 def test_smoke_copy_is_up_to_date(stem: str) -> None:
     copy = COPIES / f"{stem}.ipynb"
-    fix = "run `.venv/bin/python -m sphereface_lib.reproduce --profile smoke --update-test-copies`"
+    fix = "run `.venv/bin/python -m sphereface_lib.companion.reproduce --profile smoke --update-test-copies`"
     assert copy.is_file(), f"{copy} is missing; {fix}"
     stored = json.loads(copy.read_text())["metadata"]["sphereface"]["source_fingerprint"]
     params = reproduce.resolve_parameters(LAYOUT, "smoke", stem)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sphereface_lib import reproduce
+from sphereface_lib.companion import reproduce
 from sphereface_lib.data.packed import PackedWriter
 from sphereface_lib.data.protocols import PairList, lfw_key, write_lfw_pairs
 

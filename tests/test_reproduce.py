@@ -1,4 +1,4 @@
-"""The notebook runner (sphereface_lib.reproduce) on a tiny notebook in a temporary project layout."""
+"""The notebook runner (sphereface_lib.companion.reproduce) on a tiny notebook in a temporary project layout."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from sphereface_lib import reproduce
-from sphereface_lib.reproduce import Claim, Layout, ReproduceError
+from sphereface_lib.companion import reproduce
+from sphereface_lib.companion.reproduce import Claim, Layout, ReproduceError
 
 STEM = "01_tiny"
 

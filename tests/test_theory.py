@@ -1,4 +1,4 @@
-"""Margin bounds of Properties 2-3 and the decision rules of Table 1 (sphereface_lib.theory)."""
+"""Margin bounds of Properties 2-3 and the decision rules of Table 1 (sphereface_lib.companion.theory)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sphereface_lib import losses, theory
+from sphereface_lib import losses
+from sphereface_lib.companion import theory
 
 
 def test_psi_matches_the_loss_module_for_integer_m() -> None:

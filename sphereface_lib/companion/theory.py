@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy.optimize import brentq
 
-from .losses import psi as _psi_of_cos
+from ..losses import psi as _psi_of_cos
 
 Rule = Literal["softmax", "modified_softmax", "a_softmax"]
 RULES: tuple[Rule, ...] = ("softmax", "modified_softmax", "a_softmax")

@@ -29,10 +29,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .data.packed import atomic_write_text
+from ..data.packed import atomic_write_text
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-LIBRARY_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+LIBRARY_DIR = Path(__file__).resolve().parents[1]
 KERNEL_NAME = "sphereface"
 PROFILES: tuple[str, ...] = ("smoke", "default", "paper")
 NOTEBOOKS: tuple[str, ...] = (
@@ -99,7 +99,7 @@ def record_claims(claims: Sequence[Claim]) -> None:
 
     claims = list(claims)
     if not claims or not all(isinstance(c, Claim) for c in claims):
-        raise TypeError("record_claims: pass a non-empty list of sphereface_lib.reproduce.Claim")
+        raise TypeError("record_claims: pass a non-empty list of sphereface_lib.companion.reproduce.Claim")
     table = claims_markdown(claims)
     display(
         {"text/markdown": table, "text/plain": table},
@@ -510,7 +510,7 @@ def _select(prefixes: Sequence[str] | None) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line of ``make reproduce``."""
-    parser = argparse.ArgumentParser(prog="python -m sphereface_lib.reproduce", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sphereface_lib.companion.reproduce", description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="default", choices=PROFILES)
     parser.add_argument("--data", type=Path, help="real packed dataset, passed as the 'data' parameter")
     parser.add_argument("--notebooks", nargs="+", metavar="PREFIX", help="run only these (e.g. 01 04)")

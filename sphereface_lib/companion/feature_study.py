@@ -29,10 +29,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .data.packed import PackedDataset, PackedWriter
-from .evaluation.features import extract_features
-from .losses import Head
-from .training import TrainConfig, TrainResult, train_cached
+from ..data.packed import PackedDataset, PackedWriter
+from ..evaluation.features import extract_features
+from ..losses import Head
+from ..training import TrainConfig, TrainResult, train_cached
 
 ANGULAR_HEADS = ("modified_softmax", "asoftmax")
 STUDY_HEADS = ("softmax", *ANGULAR_HEADS)

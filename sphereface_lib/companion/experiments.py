@@ -19,15 +19,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .data.packed import PackedDataset
-from .data.protocols import PairList, pair_rows, read_lfw_pairs, read_ytf_splits, video_rows
-from .data.synthetic import synthetic_benchmark
-from .evaluation import FoldAccuracy, MegaFaceResult, extract_features, k_fold_accuracy, megaface_evaluate
-from .evaluation import video_features, ytf_10fold
-from .losses import LambdaSchedule
-from .training import TrainConfig, TrainResult, train_cached
+from ..data.packed import PackedDataset
+from ..data.protocols import PairList, pair_rows, read_lfw_pairs, read_ytf_splits, video_rows
+from ..data.synthetic import synthetic_benchmark
+from ..evaluation import FoldAccuracy, MegaFaceResult, extract_features, k_fold_accuracy, megaface_evaluate
+from ..evaluation import video_features, ytf_10fold
+from ..losses import LambdaSchedule
+from ..training import TrainConfig, TrainResult, train_cached
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: the official solver's iterations per epoch: CASIA-WebFace (494,414 images) in global batches of 512
 #: (Section 4.1); annealing schedules are scaled to the epochs a run has seen, not to its iterations
 PAPER_ITERATIONS_PER_EPOCH = 494_414 / 512
