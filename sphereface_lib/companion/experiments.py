@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from ..data.packed import PackedDataset
+from ..errors import UserError
 from ..data.protocols import PairList, pair_rows, read_lfw_pairs, read_ytf_splits, video_rows
 from ..data.synthetic import synthetic_benchmark
 from ..evaluation import FoldAccuracy, MegaFaceResult, extract_features, k_fold_accuracy, megaface_evaluate
@@ -55,7 +56,7 @@ ROW_LABELS: dict[str, str] = {
 }
 
 
-class ExperimentError(ValueError):
+class ExperimentError(UserError):
     """Bad notebook input (a data folder, a row name, a parameter); the message names the fix."""
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..data.packed import atomic_write_text
+from ..errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LIBRARY_DIR = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ RESULTS_START = "<!-- results:start -->"
 RESULTS_END = "<!-- results:end -->"
 
 
-class ReproduceError(ValueError):
+class ReproduceError(UserError):
     """Bad input to the runner (profile, parameters, notebook layout); the message names the fix."""
 
 

@@ -18,6 +18,8 @@ from typing import Any, Union
 
 import yaml
 
+from ..errors import UserError
+
 
 class _Loader(yaml.SafeLoader):
     """Safe YAML that also reads ``1e-3`` / ``5e-4`` as floats (YAML 1.1 needs a dot: ``1.0e-3``)."""
@@ -38,7 +40,7 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration file or override is invalid; the message names the key and the source."""
 
 
