@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sphereface_lib.losses.angular import UnitWeights
 from sphereface_lib import (
     ASoftmax, LambdaSchedule, ModifiedSoftmax, Softmax, create_head, list_heads, psi,
 )
@@ -129,7 +130,11 @@ def test_weights_are_renormalized_every_forward() -> None:
 
 
 @pytest.mark.parametrize("name", ["softmax", "modified_softmax", "asoftmax"])
-def test_gradcheck_float64(name: str) -> None:
+def test_gradcheck_float64(name: str, monkeypatch) -> None:
+    """Exact gradients. The weight gradient of a unit-weight head is the derivative of the logits at the weight
+    as it is: the in-place projection is a separate step outside autograd (Caffe's), switched off here so that
+    gradcheck's perturbed weights are used unprojected."""
+    monkeypatch.setattr(UnitWeights, "unit_weight", lambda self: self.weight)
     torch.manual_seed(5)
     kwargs = {"m": 3, "lambda_schedule": LambdaSchedule(fixed=1.5)} if name == "asoftmax" else {}
     head = create_head(name, 4, 3, **kwargs).double()
@@ -141,6 +146,44 @@ def test_gradcheck_float64(name: str) -> None:
     assert torch.autograd.gradcheck(
         lambda w: torch.func.functional_call(head, {key: w}, (x, y)), (weight,), eps=1e-6, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("name", ["modified_softmax", "asoftmax", "cosface", "arcface"])
+def test_weight_rows_stay_unit_through_sgd_with_weight_decay(name: str) -> None:
+    """Initialized on the sphere; each step is Caffe's: W <- W - lr (momentum buffer of g + wd W), with the
+    gradient g at unit rows, then the next forward projects every row back to unit length."""
+    torch.manual_seed(8)
+    head = create_head(name, 6, 5)
+    assert torch.allclose(head.weight.norm(dim=1), torch.ones(5), atol=1e-6)
+    lr, wd, mu = 0.5, 0.05, 0.9
+    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=mu, weight_decay=wd)
+    w, buf = head.weight.detach().clone(), torch.zeros(5, 6)
+    for step in range(4):
+        x, y = torch.randn(16, 6) * 3, torch.randint(0, 5, (16,))
+        opt.zero_grad()
+        loss, _ = head.compute_loss(x, y)
+        loss.backward()
+        torch.testing.assert_close(head.weight.detach(), w, atol=1e-6, rtol=1e-6)  # the forward saw unit rows
+        buf = mu * buf + head.weight.grad + wd * w if step else head.weight.grad + wd * w
+        opt.step()
+        raw = w - lr * buf
+        assert not torch.allclose(head.weight.norm(dim=1), torch.ones(5), atol=1e-3)  # the step left the sphere
+        w = raw / raw.norm(dim=1, keepdim=True)
+        head.unit_weight()
+        torch.testing.assert_close(head.weight.detach(), w, atol=1e-6, rtol=1e-6)
+        assert torch.allclose(head.weight.norm(dim=1), torch.ones(5), atol=1e-6)
+
+
+def test_unit_weight_heads_keep_no_normalized_weight_copy_for_backward() -> None:
+    """The forward uses the parameter itself: no (C, D) tensor other than the weight is saved for backward."""
+    head = ASoftmax(8, 50, m=4)
+    x, y = torch.randn(4, 8), torch.randint(0, 50, (4,))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        head(x, y)
+    assert saved
+    assert all(s.numel() < 50 * 8 or s.untyped_storage().data_ptr() == head.weight.untyped_storage().data_ptr()
+               for s in saved)
 
 
 def test_float32_head_gradient_matches_float64_formula() -> None:

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from .angular import cosine, xavier_weight
+from .angular import UnitWeights, cosine, unit_rows_, xavier_weight
 from .base import Head, check_inputs, compute_dtype, float32_autocast_off, register_head
 
 
@@ -33,15 +33,16 @@ def arc_margin(cos_theta: Tensor, m: float) -> Tensor:
     return torch.where(c > math.cos(math.pi - m), cos_theta_plus_m, c - math.sin(math.pi - m) * m)
 
 
-class _NormalizedMarginHead(Head):
-    """Logits s cos theta_j with ||x|| = ||W_j|| = 1; subclasses say how the margin changes the target."""
+class _NormalizedMarginHead(UnitWeights, Head):
+    """Logits s cos theta_j with ||x|| = ||W_j|| = 1 (weight rows kept at unit length in place, as
+    :class:`~sphereface_lib.losses.angular.UnitWeights` says); subclasses say how the margin changes the target."""
 
     def __init__(self, feat_dim: int, num_classes: int, s: float, m: float) -> None:
         super().__init__(feat_dim, num_classes)
         if not s > 0:
             raise ValueError(f"{type(self).__name__}: scale s must be > 0, got {s!r}")
         self.s, self.m = float(s), float(m)
-        self.weight = xavier_weight(num_classes, feat_dim)
+        self.weight = unit_rows_(xavier_weight(num_classes, feat_dim))
 
     def margin(self, cos_y: Tensor) -> Tensor:
         """The target class's cos after the margin."""
@@ -50,7 +51,7 @@ class _NormalizedMarginHead(Head):
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
         check_inputs(self, features, labels)
         with float32_autocast_off(features):
-            cos = cosine(features.to(compute_dtype(features)), self.weight)
+            cos = cosine(features.to(compute_dtype(features)), self.unit_weight())
             target = self.margin(cos.gather(1, labels[:, None]))
             return self.s * cos.scatter(1, labels[:, None], target)
 

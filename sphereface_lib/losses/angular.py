@@ -87,15 +87,43 @@ def norm_and_cos(features: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def cosine(features: Tensor, weight: Tensor) -> Tensor:
-    """cos theta_j (N, C) between features and class weights, in the features' dtype, clamped to [-1, 1]."""
-    return F.linear(F.normalize(features, dim=1), F.normalize(weight.to(features.dtype), dim=1)).clamp(-1.0, 1.0)
+    """cos theta_j (N, C) between features and unit-length class weights, in the features' dtype, clamped to
+    [-1, 1]; ``weight`` rows must already have unit length (see :class:`UnitWeights`)."""
+    return F.linear(F.normalize(features, dim=1), weight.to(features.dtype)).clamp(-1.0, 1.0)
 
 
 def xavier_weight(num_classes: int, feat_dim: int) -> nn.Parameter:
-    """Class weights (C, D), Xavier-uniform as in the official prototxt."""
-    w = torch.empty(num_classes, feat_dim)
-    nn.init.xavier_uniform_(w)
-    return nn.Parameter(w)
+    """Class weights (C, D) from Caffe's ``xavier`` filler of the official prototxt: U(-sqrt(3/D), sqrt(3/D))."""
+    bound = math.sqrt(3.0 / feat_dim)
+    return nn.Parameter(torch.empty(num_classes, feat_dim).uniform_(-bound, bound))
+
+
+def unit_rows_(weight: Tensor) -> Tensor:
+    """Scale every row of ``weight`` to unit length in place, outside autograd; returns ``weight``."""
+    with torch.no_grad():
+        # .data: the projection is invisible to autograd's version check, as Caffe's in-place blob rescale
+        target = weight if torch.compiler.is_compiling() else weight.data
+        target.div_(torch.linalg.vector_norm(target, dim=1, keepdim=True).clamp_min(1e-12))
+    return weight
+
+
+class UnitWeights:
+    """Mixin of the heads whose logits use ||W_j|| = 1: ``self.weight`` is kept on the unit sphere in place.
+
+    As the official Caffe ``MarginInnerProduct`` layer does (it rescales every row of its weight blob to unit
+    length at the start of each forward), the rows are initialized on the sphere and re-projected in place,
+    outside autograd, at every forward; the logits use the weight as it is, so SGD, momentum and weight decay
+    act on unit rows and no normalized copy of the (C, D) matrix is built or kept for backward. The weight
+    gradient is therefore Caffe's (the radial part is not projected out). Other ports: clcarwin's
+    sphereface_pytorch renormalizes a copy on every forward and back-propagates through it; OpenSphere
+    normalizes the parameter in place.
+    """
+
+    weight: nn.Parameter
+
+    def unit_weight(self) -> Tensor:
+        """The class weights, re-projected onto the unit sphere in place."""
+        return unit_rows_(self.weight)
 
 
 @register_head("softmax")
@@ -114,17 +142,19 @@ class Softmax(Head):
 
 
 @register_head("modified_softmax")
-class ModifiedSoftmax(Head):
-    """Softmax with ||W_j|| = 1 and b_j = 0: logit_j = ||x|| cos theta_j (Eq. 4-5); labels are ignored."""
+class ModifiedSoftmax(UnitWeights, Head):
+    """Softmax with ||W_j|| = 1 and b_j = 0: logit_j = ||x|| cos theta_j (Eq. 4-5); labels are ignored.
+
+    The weight rows are kept at unit length in place (:class:`UnitWeights`)."""
 
     def __init__(self, feat_dim: int, num_classes: int) -> None:
         super().__init__(feat_dim, num_classes)
-        self.weight = xavier_weight(num_classes, feat_dim)
+        self.weight = unit_rows_(xavier_weight(num_classes, feat_dim))
 
     def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
         check_inputs(self, features, None)
         with float32_autocast_off(features):
-            norm, cos = norm_and_cos(features, self.weight)
+            norm, cos = norm_and_cos(features, self.unit_weight())
             return norm * cos
 
 
@@ -176,11 +206,11 @@ class AnnealedMarginHead(Head):
 
 
 @register_head("asoftmax")
-class ASoftmax(AnnealedMarginHead):
+class ASoftmax(UnitWeights, AnnealedMarginHead):
     """A-Softmax (Eq. 6-7): target logit ||x|| psi(theta_y), other logits ||x|| cos theta_j.
 
-    Weights are renormalized to unit length on every forward, there is no bias and features are not
-    normalized. Annealing as in the official code: the target logit is
+    Weight rows are kept at unit length in place as the official layer keeps them (:class:`UnitWeights`),
+    there is no bias and features are not normalized. Annealing as in the official code: the target logit is
     (lambda ||x|| cos theta_y + ||x|| psi(theta_y)) / (1 + lambda), lambda from ``lambda_schedule``
     evaluated at the iteration given to :meth:`update` (the trainer calls it every iteration).
 
@@ -200,9 +230,10 @@ class ASoftmax(AnnealedMarginHead):
         lambda_schedule: LambdaSchedule | None = None,
     ) -> None:
         super().__init__(feat_dim, num_classes, m, lambda_schedule or LambdaSchedule())
+        unit_rows_(self.weight)  # on the sphere from the start
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
         check_inputs(self, features, labels)
         with float32_autocast_off(features):
-            norm, cos = norm_and_cos(features, self.weight)
+            norm, cos = norm_and_cos(features, self.unit_weight())
             return norm * self.margin_cos(cos, labels)

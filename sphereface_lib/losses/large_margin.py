@@ -42,7 +42,7 @@ class LSoftmax(AnnealedMarginHead):
         with float32_autocast_off(features):
             # ||W_j|| ||x|| cos theta_j == W_j^T x; the factored form keeps cos in [-1, 1] for psi and is
             # finite for zero-norm features (cos = 0 there).
-            # ||W_j|| before cos: autograd sums the weight's two gradients in this order (trained models rely on it)
-            w_norm = torch.linalg.vector_norm(self.weight.to(compute_dtype(features)), dim=1)
-            x_norm, cos = norm_and_cos(features, self.weight)
+            weight = self.weight.to(compute_dtype(features))
+            w_norm = torch.linalg.vector_norm(weight, dim=1)
+            x_norm, cos = norm_and_cos(features, weight / w_norm.clamp_min(1e-12)[:, None])
             return x_norm * w_norm * self.margin_cos(cos, labels)
