@@ -1,0 +1,390 @@
+"""The one statistics module behind every claim the notebooks check against the paper (SphereFace, CVPR 2017).
+
+Every claim is phrased so that the paper predicts a *positive* effect (e.g. "A-Softmax minus softmax LFW
+accuracy", "slope of accuracy on m"). Its :class:`Estimate` carries a two-sided interval at one stated
+confidence level, :data:`CONFIDENCE`, and exactly one of three outcomes (:data:`OUTCOMES`):
+
+* ``reproduced``   -- the interval lies entirely above 0 (on the paper's side);
+* ``contradicted`` -- the interval lies entirely below 0;
+* ``inconclusive`` -- the interval contains 0.
+
+Methods (each function's docstring names its textbook source):
+
+* :func:`paired_difference`, :func:`trend`, :func:`crossed_mean` -- the grand mean of a seed x fold table under
+  the crossed random-effects model (two-way ANOVA without replication), Satterthwaite t interval;
+* :func:`pooled` -- fixed-effect inverse-variance pooling of several estimates (normal interval);
+* :func:`all_of` -- "beats every compared method": Bonferroni-adjusted simultaneous intervals;
+* :func:`bootstrap_difference`, :func:`rate_difference` -- (cluster) percentile bootstrap for paired per-unit data;
+* :func:`usable_far` -- the FARs at which a TAR rests on enough impostor scores to be used for a verdict.
+
+Non-finite input raises :class:`ValueError` naming the argument; no NaN or inf ever becomes an estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import stats
+
+CONFIDENCE = 0.95  # the one confidence level of every claim (two-sided interval)
+OUTCOMES = ("reproduced", "inconclusive", "contradicted")
+MIN_RESAMPLES = 200  # fewer bootstrap resamples cannot place the 2.5% / 97.5% percentiles
+
+
+def _check_confidence(confidence: float, where: str) -> None:
+    if not (isinstance(confidence, (int, float)) and 0.0 < confidence < 1.0):
+        raise ValueError(f"{where}: confidence must be in (0, 1), got {confidence!r}")
+
+
+def _critical_value(confidence: float, df: float | None) -> float:
+    """Two-sided critical value: Student t with ``df`` degrees of freedom, or standard normal when None."""
+    upper = 0.5 + confidence / 2.0
+    return float(stats.norm.ppf(upper) if df is None else stats.t.ppf(upper, df))
+
+
+def _finite_array(values: ArrayLike, name: str, where: str, ndim: int | None = None) -> np.ndarray:
+    """``values`` as a float64 array; ValueError naming ``name`` if it is not ``ndim``-D or not finite."""
+    array = np.asarray(values, dtype=np.float64)
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{where}: {name} must be {ndim}-D, got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{where}: {name} is empty")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{where}: {name} contains NaN or inf (first at index {first}); "
+                         "a failed run must be fixed or dropped, not averaged")
+    return array
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """An effect (paper predicts > 0) with its two-sided interval at ``confidence``.
+
+    ``df`` is the t interval's degrees of freedom (None: normal or bootstrap interval); ``replicates`` holds
+    a bootstrap's sorted resampled effects, so :meth:`at` can re-read its percentiles at another level.
+    """
+
+    effect: float
+    low: float
+    high: float
+    confidence: float
+    method: str
+    n: int
+    df: float | None = None
+    replicates: tuple[float, ...] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("effect", "low", "high"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ValueError(f"Estimate: {name} is not finite ({value!r}); no non-finite result is reported")
+        if not self.low <= self.high:
+            raise ValueError(f"Estimate: low {self.low} > high {self.high}")
+        _check_confidence(self.confidence, "Estimate")
+        if self.df is not None and not (math.isfinite(self.df) and self.df > 0):
+            raise ValueError(f"Estimate: df must be a positive finite number or None, got {self.df!r}")
+
+    @property
+    def outcome(self) -> str:
+        """``reproduced`` if the interval is above 0, ``contradicted`` if below, else ``inconclusive``."""
+        if self.low > 0.0:
+            return "reproduced"
+        if self.high < 0.0:
+            return "contradicted"
+        return "inconclusive"
+
+    @property
+    def se(self) -> float:
+        """Standard error: interval half-width over its critical value (t with ``df``, else normal)."""
+        return (self.high - self.low) / 2.0 / _critical_value(self.confidence, self.df)
+
+    def at(self, confidence: float) -> "Estimate":
+        """The same estimate with its interval at another ``confidence``: bootstrap percentiles re-read from
+        the replicates, t / normal intervals rescaled by the ratio of critical values."""
+        _check_confidence(confidence, "Estimate.at")
+        if self.replicates is not None:
+            low, high = _percentile_interval(np.asarray(self.replicates), confidence)
+        else:
+            half = self.se * _critical_value(confidence, self.df)
+            low, high = self.effect - half, self.effect + half
+        return replace(self, low=low, high=high, confidence=confidence)
+
+    def describe(self, unit: str = "pts", digits: int = 2) -> str:
+        """One line: ``+1.23 pts [+0.40, +2.06], 95% CI, <method>``."""
+        unit_part = f" {unit}" if unit else ""
+        return (f"{self.effect:+.{digits}f}{unit_part} [{self.low:+.{digits}f}, {self.high:+.{digits}f}], "
+                f"{self.confidence * 100:.4g}% CI, {self.method}")
+
+
+@dataclass(frozen=True)
+class CrossedAnova:
+    """Mean squares of a seed x fold table without replication (two-way ANOVA, one value per cell)."""
+
+    seeds: int
+    folds: int
+    grand_mean: float
+    ms_seed: float
+    ms_fold: float
+    ms_resid: float
+
+    @property
+    def df_seed(self) -> int:
+        return self.seeds - 1
+
+    @property
+    def df_fold(self) -> int:
+        return self.folds - 1
+
+    @property
+    def df_resid(self) -> int:
+        return (self.seeds - 1) * (self.folds - 1)
+
+
+def crossed_anova(cells: ArrayLike) -> CrossedAnova:
+    """Mean squares of the two-way layout without replication (e.g. Montgomery, *Design and Analysis of
+    Experiments*, randomized complete block design): MS_seed = F sum_s (d_s. - d..)^2 / (S-1),
+    MS_fold = S sum_f (d_.f - d..)^2 / (F-1), MS_resid = sum (d_sf - d_s. - d_.f + d..)^2 / ((S-1)(F-1)).
+    A factor with one level gets mean square 0 (it has no degrees of freedom)."""
+    d = _finite_array(cells, "cells", "crossed_anova", ndim=2)
+    seeds, folds = d.shape
+    grand = float(d.mean())
+    seed_means = d.mean(axis=1)
+    fold_means = d.mean(axis=0)
+    resid = d - seed_means[:, None] - fold_means[None, :] + grand
+    ms_seed = folds * float(np.sum((seed_means - grand) ** 2)) / (seeds - 1) if seeds > 1 else 0.0
+    ms_fold = seeds * float(np.sum((fold_means - grand) ** 2)) / (folds - 1) if folds > 1 else 0.0
+    dfr = (seeds - 1) * (folds - 1)
+    ms_resid = float(np.sum(resid**2)) / dfr if dfr > 0 else 0.0
+    return CrossedAnova(seeds, folds, grand, ms_seed, ms_fold, ms_resid)
+
+
+def crossed_mean(cells: ArrayLike, confidence: float = CONFIDENCE) -> Estimate:
+    """Grand mean of a (seeds, folds) table of per-cell effects with a t interval for the crossed design.
+
+    Model: d_sf = mu + a_s + b_f + e_sf with independent seed effects a_s ~ N(0, s_a^2) (the training run),
+    fold effects b_f ~ N(0, s_b^2) (the test pairs shared by every seed) and residuals e_sf ~ N(0, s_e^2).
+    Since E[MS_seed] = s_e^2 + F s_a^2, E[MS_fold] = s_e^2 + S s_b^2 and E[MS_resid] = s_e^2,
+    Var(mean) = s_a^2/S + s_b^2/F + s_e^2/(SF) is estimated by (MS_seed + MS_fold - MS_resid)/(SF),
+    floored at MS_resid/(SF), with Satterthwaite's (1946) degrees of freedom for the linear combination of
+    mean squares (the floor keeps the residual's (S-1)(F-1)). One seed: the t over F folds (df F-1); one fold:
+    the t over S seeds (df S-1).
+    """
+    _check_confidence(confidence, "crossed_mean")
+    anova = crossed_anova(cells)
+    seeds, folds = anova.seeds, anova.folds
+    cells_n = seeds * folds
+    if cells_n < 2:
+        raise ValueError(f"crossed_mean: cells must hold at least 2 values (seeds x folds), got {seeds} x {folds}")
+    if seeds == 1:
+        variance, df = anova.ms_fold / cells_n, float(anova.df_fold)
+        design = f"fold-paired t, {folds} folds, df {folds - 1}"
+    elif folds == 1:
+        variance, df = anova.ms_seed / cells_n, float(anova.df_seed)
+        design = f"seed-paired t, {seeds} seeds, df {seeds - 1}"
+    else:
+        combined = anova.ms_seed + anova.ms_fold - anova.ms_resid
+        if combined > anova.ms_resid:
+            variance = combined / cells_n
+            df = combined**2 / (anova.ms_seed**2 / anova.df_seed + anova.ms_fold**2 / anova.df_fold
+                                + anova.ms_resid**2 / anova.df_resid)
+            design = f"seed x fold crossed t, {seeds} seeds x {folds} folds, Satterthwaite df {df:.1f}"
+        else:
+            variance, df = anova.ms_resid / cells_n, float(anova.df_resid)
+            design = (f"seed x fold crossed t, {seeds} seeds x {folds} folds, df {anova.df_resid} "
+                      "(variance floored at the residual)")
+    half = _critical_value(confidence, df) * math.sqrt(variance)
+    mean = anova.grand_mean
+    return Estimate(mean, mean - half, mean + half, confidence, design, cells_n, df=df)
+
+
+def paired_difference(a: ArrayLike, b: ArrayLike, confidence: float = CONFIDENCE) -> Estimate:
+    """Mean of a - b for two (seeds, folds) tables of per-fold accuracies sharing seeds and test folds.
+
+    The differences d = a - b are analysed by :func:`crossed_mean` (crossed seed x fold random effects,
+    Satterthwaite t); with one seed this is the fold-paired t test (Student 1908), with one fold the t over
+    seeds. The effect is in the units of ``a`` and ``b``.
+    """
+    where = "paired_difference"
+    a_arr = _finite_array(a, "a", where, ndim=2)
+    b_arr = _finite_array(b, "b", where, ndim=2)
+    if a_arr.shape != b_arr.shape:
+        raise ValueError(f"{where}: a and b must share (seeds, folds), got {a_arr.shape} and {b_arr.shape}")
+    return crossed_mean(a_arr - b_arr, confidence)
+
+
+def trend(x: ArrayLike, y: ArrayLike, confidence: float = CONFIDENCE) -> Estimate:
+    """Mean least-squares slope of y on x ("rises with m / depth") with its crossed seed x fold interval.
+
+    ``y`` has shape (levels, seeds, folds), ``x`` the level values (e.g. m = 1..4, or log2(depth)). In each
+    (seed, fold) cell the ordinary least-squares slope sum_l (x_l - xbar) y_l / sum_l (x_l - xbar)^2 is taken;
+    the (seeds, folds) table of slopes is analysed by :func:`crossed_mean`. The slope is in y units per x unit.
+    """
+    where = "trend"
+    x_arr = _finite_array(x, "x", where, ndim=1)
+    y_arr = _finite_array(y, "y", where, ndim=3)
+    if y_arr.shape[0] != x_arr.size:
+        raise ValueError(f"{where}: y must have one row per level of x ({x_arr.size}), got shape {y_arr.shape}")
+    centred = x_arr - x_arr.mean()
+    sxx = float(np.sum(centred**2))
+    if sxx == 0.0:
+        raise ValueError(f"{where}: x must take at least two different values, got {x_arr.tolist()}")
+    slopes = np.tensordot(centred, y_arr, axes=(0, 0)) / sxx
+    estimate = crossed_mean(slopes, confidence)
+    return replace(estimate, method=f"LS slope over {x_arr.size} levels, {estimate.method}")
+
+
+def pooled(estimates: Sequence[Estimate], confidence: float = CONFIDENCE) -> Estimate:
+    """Fixed-effect inverse-variance pooled effect (e.g. Borenstein et al., *Introduction to Meta-Analysis*,
+    ch. 11): weights 1/SE_i^2 with SE_i = half-width_i / critical value_i (:attr:`Estimate.se`), pooled SE
+    1/sqrt(sum of weights), normal interval. Assumes one common true effect and independent estimates."""
+    where = "pooled"
+    _check_confidence(confidence, where)
+    if len(estimates) == 0:
+        raise ValueError(f"{where}: estimates is empty")
+    ses = np.array([e.se for e in estimates])
+    if np.any(ses <= 0.0):
+        index = int(np.argmin(ses))
+        raise ValueError(f"{where}: estimates[{index}] has a zero-width interval, so it has no inverse-variance "
+                         "weight; pool only estimates with a spread")
+    weights = 1.0 / ses**2
+    effect = float(np.sum(weights * np.array([e.effect for e in estimates])) / np.sum(weights))
+    se = 1.0 / math.sqrt(float(np.sum(weights)))
+    half = _critical_value(confidence, None) * se
+    method = f"fixed-effect inverse-variance pool of {len(estimates)} estimates, normal quantile"
+    return Estimate(effect, effect - half, effect + half, confidence, method, sum(e.n for e in estimates))
+
+
+def all_of(estimates: Mapping[str, Estimate], confidence: float = CONFIDENCE,
+           unit: str = "pts", digits: int = 2) -> tuple[str, str]:
+    """Outcome of "beats every compared method" from one estimate per comparison (name -> estimate).
+
+    Bonferroni simultaneous intervals (each at 1 - (1 - confidence)/k for k comparisons; Bonferroni 1936,
+    e.g. Miller, *Simultaneous Statistical Inference*): ``reproduced`` if every adjusted interval is above 0,
+    ``contradicted`` if any is below 0, else ``inconclusive``. Returns (outcome, one line naming the weakest
+    comparison: the contradicted one with the lowest upper bound, else the one with the lowest lower bound).
+    """
+    where = "all_of"
+    _check_confidence(confidence, where)
+    if len(estimates) == 0:
+        raise ValueError(f"{where}: estimates is empty")
+    k = len(estimates)
+    level = 1.0 - (1.0 - confidence) / k
+    adjusted = {name: e.at(level) for name, e in estimates.items()}
+    contradicted = {name: e for name, e in adjusted.items() if e.outcome == "contradicted"}
+    if contradicted:
+        outcome = "contradicted"
+        weakest = min(contradicted, key=lambda name: contradicted[name].high)
+    else:
+        weakest = min(adjusted, key=lambda name: adjusted[name].low)
+        outcome = "reproduced" if all(e.outcome == "reproduced" for e in adjusted.values()) else "inconclusive"
+    evidence = (f"{outcome} over {k} comparisons (Bonferroni, family {confidence * 100:.4g}%); weakest vs "
+                f"{weakest}: {adjusted[weakest].describe(unit, digits)}")
+    return outcome, evidence
+
+
+def _percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
+    alpha = 1.0 - confidence
+    low, high = np.quantile(replicates, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(low), float(high)
+
+
+def bootstrap_difference(stat: Callable[[np.ndarray], float], groups: ArrayLike, n_resamples: int = 2000,
+                         seed: int = 0, confidence: float = CONFIDENCE, label: str = "clusters") -> Estimate:
+    """Percentile bootstrap (Efron & Tibshirani, *An Introduction to the Bootstrap*, ch. 13) of a paired
+    per-unit effect, resampling whole clusters with replacement (the cluster bootstrap, Davison & Hinkley,
+    *Bootstrap Methods*, sec. 3.8).
+
+    ``stat(idx)`` returns the effect computed on the units ``idx`` (an int array, repeats allowed);
+    ``groups`` holds one cluster id per unit (e.g. the identity of each probe or image). Every resample draws
+    as many clusters as there are, with replacement, and takes all their units; pass ``np.arange(n)`` for the
+    ordinary unit bootstrap. The effect is ``stat`` of all units. Deterministic for a ``seed``.
+    """
+    where = "bootstrap_difference"
+    _check_confidence(confidence, where)
+    ids = np.asarray(groups)
+    if ids.ndim != 1 or ids.size == 0:
+        raise ValueError(f"{where}: groups must be a non-empty 1-D array of cluster ids, got shape {ids.shape}")
+    if ids.dtype.kind == "f" and not np.all(np.isfinite(ids)):
+        raise ValueError(f"{where}: groups contains NaN or inf")
+    if not isinstance(n_resamples, int) or n_resamples < MIN_RESAMPLES:
+        raise ValueError(f"{where}: n_resamples must be an integer >= {MIN_RESAMPLES}, got {n_resamples!r}")
+    _, cluster_of = np.unique(ids, return_inverse=True)
+    order = np.argsort(cluster_of, kind="stable")
+    sizes = np.bincount(cluster_of)
+    clusters = sizes.size
+    if clusters < 2:
+        raise ValueError(f"{where}: groups must name at least 2 clusters, got {clusters}")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+
+    def evaluate(idx: np.ndarray, what: str) -> float:
+        value = float(stat(idx))
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: stat returned {value!r} on {what}; it must return a finite effect")
+        return value
+
+    effect = evaluate(np.arange(ids.size), "all units")
+    rng = np.random.default_rng(seed)
+    replicates = np.empty(n_resamples)
+    for r in range(n_resamples):
+        chosen = rng.integers(0, clusters, size=clusters)
+        lengths = sizes[chosen]
+        # positions of every unit of every chosen cluster in ``order``: start of its cluster + offset within it
+        offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        replicates[r] = evaluate(order[np.repeat(starts[chosen], lengths) + offsets], f"resample {r}")
+    replicates.sort()
+    low, high = _percentile_interval(replicates, confidence)
+    if clusters == ids.size:
+        method = f"percentile bootstrap, {n_resamples} resamples of {clusters} units"
+    else:
+        method = f"cluster percentile bootstrap, {n_resamples} resamples of {clusters} {label}"
+    return Estimate(effect, low, high, confidence, method, int(ids.size),
+                    replicates=tuple(replicates.tolist()))
+
+
+def rate_difference(hits_a: ArrayLike, hits_b: ArrayLike, clusters: ArrayLike, n_resamples: int = 2000,
+                    seed: int = 0, confidence: float = CONFIDENCE) -> Estimate:
+    """Difference of two hit rates on the same probes, in percentage points: 100 (mean(hits_a) - mean(hits_b)).
+
+    ``hits_a``, ``hits_b``: 0/1 per probe (e.g. rank-1 identification hits of two models on the SAME probes);
+    ``clusters``: the identity of each probe. Identity-clustered percentile bootstrap
+    (:func:`bootstrap_difference`): probes of one identity are correlated, so whole identities are resampled.
+    """
+    where = "rate_difference"
+    a = _finite_array(hits_a, "hits_a", where, ndim=1)
+    b = _finite_array(hits_b, "hits_b", where, ndim=1)
+    for name, values in (("hits_a", a), ("hits_b", b)):
+        if not np.all((values == 0.0) | (values == 1.0)):
+            raise ValueError(f"{where}: {name} must hold only 0/1 (miss/hit) per probe")
+    ids = np.asarray(clusters)
+    if not (a.shape == b.shape == ids.shape):
+        raise ValueError(f"{where}: hits_a, hits_b and clusters must have one entry per probe, got shapes "
+                         f"{a.shape}, {b.shape}, {ids.shape}")
+    paired = 100.0 * (a - b)
+    estimate = bootstrap_difference(lambda idx: float(paired[idx].mean()), ids, n_resamples, seed, confidence,
+                                    label="identities")
+    return replace(estimate, method=f"paired hit rates, {estimate.method}")
+
+
+def usable_far(n_impostors: int, fars: Sequence[float], min_false_accepts: int = 50) -> list[float]:
+    """The FARs (in the given order) at which ``n_impostors * far >= min_false_accepts``.
+
+    A TAR at a FAR is set by the threshold at the top ``n_impostors * far`` impostor scores; below a few dozen
+    expected false accepts that threshold (and the TAR) rests on a handful of scores, so such a FAR is not
+    used for a verdict. A relative tolerance of 1e-9 absorbs float rounding of the product.
+    """
+    where = "usable_far"
+    if isinstance(n_impostors, bool) or not isinstance(n_impostors, (int, np.integer)) or n_impostors < 0:
+        raise ValueError(f"{where}: n_impostors must be a non-negative integer, got {n_impostors!r}")
+    if isinstance(min_false_accepts, bool) or not isinstance(min_false_accepts, (int, np.integer)) \
+            or min_false_accepts < 1:
+        raise ValueError(f"{where}: min_false_accepts must be a positive integer, got {min_false_accepts!r}")
+    far_values = _finite_array(fars, "fars", where, ndim=1) if len(fars) else np.empty(0)
+    if np.any((far_values <= 0.0) | (far_values > 1.0)):
+        raise ValueError(f"{where}: every far must be in (0, 1], got {far_values.tolist()}")
+    threshold = min_false_accepts * (1.0 - 1e-9)
+    return [float(far) for far in far_values if n_impostors * far >= threshold]
