@@ -38,6 +38,17 @@ def warp_to_template(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return cv2.warpAffine(image, matrix, (WIDTH, HEIGHT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
+def outside_fraction(landmarks: np.ndarray, image_shape: tuple[int, ...]) -> float:
+    """Fraction of the 112x96 crop of :func:`warp_to_template` whose pixel centres map outside the source image
+    (``image_shape`` (H, W[, C])): the share of black fill, a flag for partial faces."""
+    h, w = image_shape[:2]
+    inverse = similarity_to_template(landmarks).inverse
+    ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH]
+    src = inverse(np.column_stack([xs.ravel(), ys.ravel()]).astype(np.float64))
+    inside = (src[:, 0] >= -0.5) & (src[:, 0] <= w - 0.5) & (src[:, 1] >= -0.5) & (src[:, 1] <= h - 0.5)
+    return float(1.0 - inside.mean())
+
+
 def central_face(detections: Detections, image_shape: tuple[int, ...]) -> int:
     """Index of the detected face whose box centre is closest to the image centre."""
     if not len(detections):

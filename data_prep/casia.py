@@ -25,8 +25,10 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from sphereface_lib.errors import UserError
+
 from .folders import list_folders
-from .pipeline import (PrepResult, add_common_arguments, command_line, config_from_args, prepare, report,
+from .pipeline import (cli, PrepResult, add_common_arguments, command_line, config_from_args, prepare, report,
                        require_dir, require_file)
 
 
@@ -51,14 +53,14 @@ def lfw_overlap(names_file: Path, lfw_names_file: Path) -> dict[str, str]:
     overlap = {}
     for no, cid, name in read_two_columns(names_file):
         if not name:
-            raise SystemExit(f"error: {names_file}:{no}: expected '<id> <Name_Surname>', got {cid!r}")
+            raise UserError(f"{names_file}:{no}: expected '<id> <Name_Surname>', got {cid!r}")
         if _norm(name) in lfw:
             overlap[cid] = name
     return overlap
 
 
-def main(argv: Sequence[str] | None = None) -> PrepResult:
-    """Command line: see the module docstring and ``--help``."""
+def run(argv: Sequence[str] | None = None) -> PrepResult:
+    """Command line: see the module docstring and ``--help``; a user's mistake raises ``UserError``."""
     parser = argparse.ArgumentParser(prog="python -m data_prep.casia", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", required=True, type=Path, help="CASIA-WebFace folder (one sub-folder per id)")
@@ -70,9 +72,9 @@ def main(argv: Sequence[str] | None = None) -> PrepResult:
     config = config_from_args(args)
     src = require_dir(args.src, "--src")
     if (args.names is None) != (args.lfw_names is None):
-        raise SystemExit("error: --names and --lfw-names go together (CASIA names matched against LFW names)")
+        raise UserError("--names and --lfw-names go together (CASIA names matched against LFW names)")
     if args.names is None and args.exclude_ids is None:
-        raise SystemExit("error: give --names with --lfw-names and/or --exclude-ids: training on CASIA without "
+        raise UserError("give --names with --lfw-names and/or --exclude-ids: training on CASIA without "
                          "removing the LFW identities inflates LFW accuracy")
     excluded: dict[str, str] = {}
     if args.names is not None:
@@ -84,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> PrepResult:
             excluded.setdefault(cid, f"\tlisted in {args.exclude_ids.name}")
     items, problems = list_folders(src, exclude=frozenset(excluded))
     if not items:
-        raise SystemExit(f"error: --src {src} has no <identity>/<image> files (after exclusions)")
+        raise UserError(f"--src {src} has no <identity>/<image> files (after exclusions)")
     present = sorted(cid for cid in excluded if (src / cid).is_dir())
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp) / "excluded_identities.tsv"
@@ -100,4 +102,4 @@ def main(argv: Sequence[str] | None = None) -> PrepResult:
 
 
 if __name__ == "__main__":
-    main()
+    cli(run)

@@ -5,8 +5,8 @@
 Keys are ``name/0001`` (1-based, as pairs.txt counts images). The pairs file is copied unchanged beside the
 pack and read with :func:`sphereface_lib.data.protocols.read_lfw_pairs` (View 2 ``pairs.txt`` or View 1
 ``pairsDevTrain.txt``/``pairsDevTest.txt``); entries whose image is missing or was not aligned are listed in
-``failures.tsv`` (kind ``pairs_missing``, at ``file:line``) and counted in the manifest. A malformed pairs
-file is listed once (kind ``bad_pairs_file``, with the reader's message naming file and line) and not checked
+``failures.tsv`` (kind ``pairs_missing``, at ``file:line``) and counted in the manifest. A pairs file that is
+not UTF-8 stops the command before any image is aligned; a malformed one is listed once (kind ``bad_pairs_file``, with the reader's message naming file and line) and not checked
 further.
 """
 
@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Sequence
 
 from sphereface_lib.data.protocols import ProtocolFormatError, lfw_key, read_lfw_pairs
+from sphereface_lib.errors import UserError
 
 from .folders import list_folders
-from .pipeline import (Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args, prepare,
-                       report, require_dir, require_file)
+from .pipeline import (cli, Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args, prepare,
+                       report, require_dir, require_file, require_utf8)
 
 _NUMBERED = re.compile(r"^(?P<name>.+)_(?P<num>\d+)$")
 
@@ -56,8 +57,8 @@ def check_pairs(pairs_file: Path, keys: set[str]) -> list[Problem]:
     return problems
 
 
-def main(argv: Sequence[str] | None = None) -> PrepResult:
-    """Command line: see the module docstring and ``--help``."""
+def run(argv: Sequence[str] | None = None) -> PrepResult:
+    """Command line: see the module docstring and ``--help``; a user's mistake raises ``UserError``."""
     parser = argparse.ArgumentParser(prog="python -m data_prep.lfw", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", required=True, type=Path, help="the lfw/ folder (one sub-folder per name)")
@@ -68,10 +69,10 @@ def main(argv: Sequence[str] | None = None) -> PrepResult:
     config = config_from_args(args)
     src = require_dir(args.src, "--src")
     for p in args.pairs:
-        require_file(p, "--pairs")
+        require_utf8(require_file(p, "--pairs"), "--pairs")  # before any image is aligned
     items, problems = list_lfw(src)
     if not items:
-        raise SystemExit(f"error: --src {src} has no <name>/<name>_NNNN.jpg files")
+        raise UserError(f"--src {src} has no <name>/<name>_NNNN.jpg files")
     result = prepare(items, config, source="lfw", command=command_line("data_prep.lfw", argv), problems=problems,
                      protocol_files={p.name: p for p in args.pairs},
                      protocol_check=lambda keys: [q for p in args.pairs for q in check_pairs(p, keys)])
@@ -80,4 +81,4 @@ def main(argv: Sequence[str] | None = None) -> PrepResult:
 
 
 if __name__ == "__main__":
-    main()
+    cli(run)

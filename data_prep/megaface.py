@@ -20,25 +20,34 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
-from .pipeline import (Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args, prepare,
-                       report, require_dir, require_file)
+from sphereface_lib.errors import UserError
+
+from .pipeline import (cli, Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args, prepare,
+                       report, require_dir, require_file, require_utf8)
 
 SETS = ("distractors", "probe")
 
 
 def read_list(list_file: Path) -> tuple[list[str], list[str] | None]:
-    """Relative image paths of a MegaFace/FaceScrub list file, and identity ids when it has them."""
-    text = list_file.read_text(encoding="utf-8")
+    """Relative image paths of a MegaFace/FaceScrub list file, and identity ids when it has them.
+
+    Raises :class:`UserError` naming the file for a list that is not UTF-8, not the devkit's JSON object, or
+    whose ``id`` and ``path`` lengths differ.
+    """
+    text = require_utf8(list_file, "--list")
+    if text.lstrip().startswith("["):
+        raise UserError(f'--list {list_file}: a JSON list; expected the devkit\'s JSON object {{"path": [...]}} '
+                        '(plus "id" for FaceScrub) or a text file with one relative image path per line')
     if text.lstrip().startswith("{"):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SystemExit(f"error: {list_file}: invalid JSON ({exc})") from None
-        if not isinstance(data.get("path"), list):
-            raise SystemExit(f'error: {list_file}: expected a JSON object with a "path" list')
+            raise UserError(f"{list_file}: invalid JSON ({exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("path"), list):
+            raise UserError(f'{list_file}: expected a JSON object with a "path" list')
         ids = data.get("id")
         if ids is not None and len(ids) != len(data["path"]):
-            raise SystemExit(f'error: {list_file}: "id" has {len(ids)} entries, "path" {len(data["path"])}')
+            raise UserError(f'{list_file}: "id" has {len(ids)} entries, "path" {len(data["path"])}')
         return [str(p) for p in data["path"]], None if ids is None else [str(i) for i in ids]
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")], None
 
@@ -58,8 +67,8 @@ def list_megaface(root: Path, list_file: Path) -> tuple[list[Item], list[Problem
     return items, problems
 
 
-def main(argv: Sequence[str] | None = None) -> PrepResult:
-    """Command line: see the module docstring and ``--help``."""
+def run(argv: Sequence[str] | None = None) -> PrepResult:
+    """Command line: see the module docstring and ``--help``; a user's mistake raises ``UserError``."""
     parser = argparse.ArgumentParser(prog="python -m data_prep.megaface", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", required=True, choices=SETS, help="MegaFace distractors or FaceScrub probe")
@@ -72,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> PrepResult:
     list_file = require_file(args.list, "--list")
     items, problems = list_megaface(root, list_file)
     if not items:
-        raise SystemExit(f"error: none of the images listed in {list_file} exists under --root {root}")
+        raise UserError(f"none of the images listed in {list_file} exists under --root {root}")
 
     result = prepare(items, config, source=f"megaface-{args.set}", command=command_line("data_prep.megaface", argv),
                      problems=problems, protocol_files={list_file.name: list_file},
@@ -82,4 +91,4 @@ def main(argv: Sequence[str] | None = None) -> PrepResult:
 
 
 if __name__ == "__main__":
-    main()
+    cli(run)

@@ -21,9 +21,10 @@ from typing import Sequence
 import numpy as np
 
 from sphereface_lib.data.protocols import ProtocolFormatError, read_ytf_splits, ytf_frame_key
+from sphereface_lib.errors import UserError
 
-from .pipeline import (Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args,
-                       image_files, prepare, report, require_dir, require_file)
+from .pipeline import (cli, Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args,
+                       image_files, prepare, report, require_dir, require_file, require_utf8, utf8_name_problem)
 
 _LAST_NUMBER = re.compile(r"(\d+)$")
 
@@ -37,7 +38,17 @@ def list_ytf(src: Path, frames_per_video: int | None = None) -> tuple[list[Item]
     """Items of every ``<src>/<Person>/<number>/<frame>``, and problems (empty videos, other files)."""
     items, problems = [], []
     for person in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        videos = sorted((v for v in person.iterdir() if v.is_dir()), key=lambda v: v.name)
+        bad_name = utf8_name_problem(person)
+        if bad_name is not None:
+            problems.append(bad_name)
+            continue
+        videos = []
+        for v in sorted((v for v in person.iterdir() if v.is_dir()), key=lambda v: v.name):
+            bad_name = utf8_name_problem(v)
+            if bad_name is not None:
+                problems.append(bad_name)
+            else:
+                videos.append(v)
         if not videos:
             problems.append(Problem(str(person), "empty_identity", "person folder holds no video folder; skipped"))
         for video in videos:
@@ -71,8 +82,8 @@ def check_splits(splits_file: Path, keys: set[str]) -> list[Problem]:
     return problems
 
 
-def main(argv: Sequence[str] | None = None) -> PrepResult:
-    """Command line: see the module docstring and ``--help``."""
+def run(argv: Sequence[str] | None = None) -> PrepResult:
+    """Command line: see the module docstring and ``--help``; a user's mistake raises ``UserError``."""
     parser = argparse.ArgumentParser(prog="python -m data_prep.ytf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", required=True, type=Path, help="frame_images_DB folder (or the folder above it)")
@@ -86,11 +97,12 @@ def main(argv: Sequence[str] | None = None) -> PrepResult:
     if (src / "frame_images_DB").is_dir():
         src = src / "frame_images_DB"
     splits = require_file(args.splits, "--splits")
+    require_utf8(splits, "--splits")
     if args.frames_per_video is not None and args.frames_per_video < 1:
-        raise SystemExit(f"error: --frames-per-video must be >= 1, got {args.frames_per_video}")
+        raise UserError(f"--frames-per-video must be >= 1, got {args.frames_per_video}")
     items, problems = list_ytf(src, args.frames_per_video)
     if not items:
-        raise SystemExit(f"error: --src {src} has no <Person>/<number>/<frame>.jpg files")
+        raise UserError(f"--src {src} has no <Person>/<number>/<frame>.jpg files")
     result = prepare(items, config, source="ytf", command=command_line("data_prep.ytf", argv), problems=problems,
                      protocol_files={"ytf_splits.csv": splits}, protocol_check=lambda keys: check_splits(splits, keys),
                      extra={"videos": len({it.key.rsplit("/", 1)[0] for it in items}),
@@ -100,4 +112,4 @@ def main(argv: Sequence[str] | None = None) -> PrepResult:
 
 
 if __name__ == "__main__":
-    main()
+    cli(run)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -11,10 +14,11 @@ import pytest
 
 from data_prep import align, casia, folders, lfw, megaface, ytf
 from data_prep.mtcnn import nms
-from data_prep.pipeline import read_rgb
+from data_prep.pipeline import cli, read_rgb
 from sphereface_lib.data.packed import PackedDataset
+from sphereface_lib.errors import UserError
 
-from conftest import SHARED_DATA
+from conftest import PROJECT, SHARED_DATA
 
 
 def _synthetic_face(rng: np.random.Generator) -> np.ndarray:
@@ -129,7 +133,7 @@ def test_folders_layout_with_broken_files(tmp_path: Path, faces, mtcnn_weights) 
     (src / "empty_person").mkdir()
     bad = _broken_files(src / "person0", faces[0])
     out = tmp_path / "pack"
-    result = folders.main(["--src", str(src), "--out", str(out), "--on-miss", "skip", *COMMON])
+    result = folders.run(["--src", str(src), "--out", str(out), "--on-miss", "skip", *COMMON])
     ds = PackedDataset(out)
     # Six faces: all found when they are real AT&T faces (synthetic ones may be missed); broken files never are.
     assert len(ds) == result.counts["aligned"] <= 6
@@ -153,15 +157,15 @@ def test_folders_resume_reuses_shards_and_repeats_bit_for_bit(tmp_path: Path, fa
     out, work = tmp_path / "pack", tmp_path / "work"
     args = ["--src", str(src), "--out", str(out), "--work-dir", str(work), "--on-miss", "centre",
             "--keep-work", "--shard-size", "2", "--workers", "1"]
-    folders.main(args)
+    folders.run(args)
     first = np.array(PackedDataset(out).images)
     shards = sorted(work.glob("shard-*.npz"))
     assert len(shards) == 5
     stamps = {p.name: p.stat().st_mtime_ns for p in shards}
     shards[2].unlink()  # as if the run had been interrupted before this shard finished
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        folders.main(args)
-    folders.main([*args, "--overwrite"])
+    with pytest.raises(UserError, match="--overwrite"):
+        folders.run(args)
+    folders.run([*args, "--overwrite"])
     again = sorted(work.glob("shard-*.npz"))
     assert [p.name for p in again] == [p.name for p in shards]
     assert sum(p.stat().st_mtime_ns != stamps[p.name] for p in again) == 1  # only the lost shard was redone
@@ -183,7 +187,7 @@ def test_lfw_layout_keys_pairs_and_missing_entries(tmp_path: Path, faces, mtcnn_
     dev_test = tmp_path / "pairsDevTest.txt"  # malformed: line 3 is no pair
     dev_test.write_text("1\nAnn_Lee\t1\t2\nAnn_Lee\tone\n")
     out = tmp_path / "pack"
-    lfw.main(["--src", str(src), "--pairs", str(pairs), str(dev_train), str(dev_test), "--out", str(out),
+    lfw.run(["--src", str(src), "--pairs", str(pairs), str(dev_train), str(dev_test), "--out", str(out),
               "--on-miss", "centre", *COMMON])
     ds = PackedDataset(out)
     assert ds.keys == [f"{n}/{j:04d}" for n in names for j in (1, 2, 3)]
@@ -222,11 +226,11 @@ def test_lfw_check_pairs_accepts_the_real_files(protocols_dir: Path, name: str) 
 
 
 def test_lfw_wrong_paths_exit_with_the_path_named(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="--src .*nowhere"):
-        lfw.main(["--src", str(tmp_path / "nowhere"), "--pairs", "x", "--out", str(tmp_path / "o")])
+    with pytest.raises(UserError, match="--src .*nowhere"):
+        lfw.run(["--src", str(tmp_path / "nowhere"), "--pairs", "x", "--out", str(tmp_path / "o")])
     (tmp_path / "lfw").mkdir()
-    with pytest.raises(SystemExit, match="--pairs .*missing.txt"):
-        lfw.main(["--src", str(tmp_path / "lfw"), "--pairs", str(tmp_path / "missing.txt"),
+    with pytest.raises(UserError, match="--pairs .*missing.txt"):
+        lfw.run(["--src", str(tmp_path / "lfw"), "--pairs", str(tmp_path / "missing.txt"),
                   "--out", str(tmp_path / "o")])
 
 
@@ -238,15 +242,15 @@ def test_casia_layout_removes_lfw_identities(tmp_path: Path, faces, mtcnn_weight
     lfw_names = tmp_path / "lfw-names.txt"
     lfw_names.write_text("Ann_Lee\t3\nzed_zone\t1\n")
     out = tmp_path / "pack"
-    casia.main(["--src", str(src), "--names", str(src / "names.txt"), "--lfw-names", str(lfw_names),
+    casia.run(["--src", str(src), "--names", str(src / "names.txt"), "--lfw-names", str(lfw_names),
                 "--out", str(out), "--on-miss", "centre", *COMMON])
     ds = PackedDataset(out)
     assert ds.identities == ["0000102"] and len(ds) == 3
     table = (out / "excluded_identities.tsv").read_text().splitlines()
     assert [r.split("\t")[0] for r in table[1:]] == ["0000100", "0000101"]
     assert ds.manifest.extra["excluded_identities"] == 2
-    with pytest.raises(SystemExit, match="inflates LFW accuracy"):
-        casia.main(["--src", str(src), "--out", str(tmp_path / "o2")])
+    with pytest.raises(UserError, match="inflates LFW accuracy"):
+        casia.run(["--src", str(src), "--out", str(tmp_path / "o2")])
 
 
 def test_ytf_layout_frame_keys_and_splits(tmp_path: Path, faces, mtcnn_weights) -> None:
@@ -258,7 +262,7 @@ def test_ytf_layout_frame_keys_and_splits(tmp_path: Path, faces, mtcnn_weights) 
     splits = tmp_path / "splits.csv"
     splits.write_text("split,video_a,video_b,same\n1,Ann_Lee/0,Bo_Chan/1,0\n1,Bo_Chan/1,Bo_Chan/2,1\n")
     out = tmp_path / "pack"
-    ytf.main(["--src", str(db.parent), "--splits", str(splits), "--out", str(out), "--on-miss", "centre",
+    ytf.run(["--src", str(db.parent), "--splits", str(splits), "--out", str(out), "--on-miss", "centre",
               "--frames-per-video", "2", *COMMON])
     ds = PackedDataset(out)
     assert ds.keys == ["Ann_Lee/0/0001", "Ann_Lee/0/0003", "Bo_Chan/1/0001"]
@@ -293,7 +297,7 @@ def test_megaface_lists_probe_and_distractors(tmp_path: Path, faces, mtcnn_weigh
     paths = [f"Actor_{i // 2}/Actor_{i // 2}_{i}.png" for i in range(4)] + ["Actor_9/absent.png"]
     probe_list.write_text(json.dumps({"id": ["A0", "A0", "A1", "A1", "A9"], "path": paths}))
     out = tmp_path / "probe"
-    megaface.main(["--set", "probe", "--root", str(root), "--list", str(probe_list), "--out", str(out),
+    megaface.run(["--set", "probe", "--root", str(root), "--list", str(probe_list), "--out", str(out),
                    "--on-miss", "centre", *COMMON])
     ds = PackedDataset(out)
     assert ds.identities == ["A0", "A1"] and ds.keys[0] == "Actor_0/Actor_0_0"
@@ -301,6 +305,154 @@ def test_megaface_lists_probe_and_distractors(tmp_path: Path, faces, mtcnn_weigh
     assert [r[1] for r in _failures(out)].count("missing_file") == 1
     text_list = tmp_path / "distractors.txt"
     text_list.write_text("Actor_0/Actor_0_0.png\nActor_1/Actor_1_2.png\n")
-    ds2 = megaface.main(["--set", "distractors", "--root", str(root), "--list", str(text_list),
+    ds2 = megaface.run(["--set", "distractors", "--root", str(root), "--list", str(text_list),
                          "--out", str(tmp_path / "distractors"), "--on-miss", "centre", *COMMON]).dataset
     assert ds2.identities == ["Actor_0", "Actor_1"] and ds2.manifest.extra["set"] == "distractors"
+
+
+# --- robustness: deep images, bad names, torn shards, a user's mistakes --------------------------------------
+
+def _user_error(capsys, monkeypatch, run, argv: list[str]) -> str:
+    """The one ``error:`` line a command prints for ``argv`` through its ``__main__`` path (exit status 2)."""
+    monkeypatch.setattr(sys, "argv", ["prog", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        cli(run)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_read_rgb_scales_16_bit_and_float_images_by_their_range(tmp_path: Path) -> None:
+    ramp = np.tile(np.linspace(0, 1, 64), (48, 1))
+    deep = {"grey16.png": (ramp * 4000 + 100).astype(np.uint16),  # 12-bit data in a 16-bit file
+            "colour16.png": np.dstack([(ramp * 65535).astype(np.uint16)] * 3),
+            "float.tif": (ramp * 0.5 - 0.2).astype(np.float32),
+            "colour_float.tif": np.dstack([ramp.astype(np.float32)] * 3)}
+    for name, pixels in deep.items():
+        _write(tmp_path / name, pixels)
+        rgb = read_rgb(str(tmp_path / name))
+        assert rgb.dtype == np.uint8 and rgb.shape == (48, 64, 3), name
+        # the ramp survives: black at the left, white at the right, monotone (not all white, not all black)
+        assert rgb[:, 0].max() <= 2 and rgb[:, -1].min() >= 253, name
+        assert np.all(np.diff(rgb[0, :, 0].astype(int)) >= 0), name
+    nan = np.full((8, 8), np.nan, np.float32)
+    _write(tmp_path / "nan.tif", nan)
+    with pytest.raises(OSError, match="nan.tif.*non-finite"):
+        read_rgb(str(tmp_path / "nan.tif"))
+
+
+def test_folders_16_bit_faces_are_aligned_not_white(tmp_path: Path, faces, mtcnn_weights) -> None:
+    src = tmp_path / "src"
+    for i, img in enumerate(faces[:2]):
+        _write(src / "p16" / f"{i + 1}.png", img.astype(np.uint16) * 257)
+        lo, hi = int(img.min()), int(img.max())  # 16-bit pixels are scaled from their own range to 0..255
+        _write(src / "p8" / f"{i + 1}.png", np.rint((img - lo) * 255.0 / (hi - lo)).astype(np.uint8))
+    out = tmp_path / "pack"
+    result = folders.run(["--src", str(src), "--out", str(out), "--on-miss", "centre", *COMMON])
+    ds = PackedDataset(out)
+    assert ds.keys == ["p16/0001", "p16/0002", "p8/0001", "p8/0002"] and result.counts["failures"] == 0
+    np.testing.assert_array_equal(np.array(ds.images[:2]), np.array(ds.images[2:]))  # as 8-bit
+    assert np.array(ds.images).mean() < 200
+
+
+def test_names_that_are_not_utf8_are_failures_and_the_run_goes_on(tmp_path: Path, faces, mtcnn_weights) -> None:
+    src = tmp_path / "src"
+    _write(src / "good" / "1.png", faces[0])
+    png = cv2.imencode(".png", faces[1])[1].tobytes()
+    os.mkdir(bytes(src) + b"/caf\xe9")  # Latin-1 names, as an old archive unpacks them
+    Path(os.fsdecode(bytes(src) + b"/caf\xe9/1.png")).write_bytes(png)
+    Path(os.fsdecode(bytes(src) + b"/good/\xff\xfe.png")).write_bytes(png)
+    out = tmp_path / "pack"
+    result = folders.run(["--src", str(src), "--out", str(out), "--on-miss", "centre", *COMMON])
+    assert PackedDataset(out).keys == ["good/0001"]
+    rows = _failures(out)
+    assert sorted(r[1] for r in rows) == ["bad_name", "bad_name"] and result.counts["failures"] == 2
+    assert any(r[0].endswith("caf\\xe9") for r in rows) and any(r[0].endswith("\\xff\\xfe.png") for r in rows)
+
+
+def test_a_truncated_shard_is_recomputed(tmp_path: Path, faces, mtcnn_weights) -> None:
+    src = tmp_path / "src"
+    for i, img in enumerate(faces[:4]):
+        _write(src / f"p{i // 2}" / f"{i % 2 + 1}.pgm", img)
+    out, work = tmp_path / "pack", tmp_path / "work"
+    args = ["--src", str(src), "--out", str(out), "--work-dir", str(work), "--on-miss", "centre", "--keep-work",
+            "--shard-size", "2", "--workers", "1"]
+    folders.run(args)
+    first = np.array(PackedDataset(out).images)
+    shard = sorted(work.glob("shard-*.npz"))[1]
+    shard.write_bytes(shard.read_bytes()[:100])  # torn, as by a full disk
+    folders.run([*args, "--overwrite"])
+    np.testing.assert_array_equal(np.array(PackedDataset(out).images), first)
+    assert len(np.load(shard)["images"]) == 2
+
+
+def test_outside_fraction_is_stored_counted_and_can_skip(tmp_path: Path, faces, mtcnn_weights) -> None:
+    src = tmp_path / "src"
+    for i, img in enumerate(faces[:3]):
+        _write(src / "p" / f"{i + 1}.png", img)
+    out = tmp_path / "pack"
+    folders.run(["--src", str(src), "--out", str(out), *COMMON])
+    ds = PackedDataset(out)
+    outside = np.load(out / "outside.npy")
+    assert outside.shape == (len(ds),) and np.all((outside >= 0) & (outside <= 1))
+    assert ds.manifest.extra["outside_above_10pct"] == int(np.sum(outside > 0.10))
+    if len(ds):
+        limit = float(outside.min()) + 1e-6
+        folders.run(["--src", str(src), "--out", str(out), "--overwrite", "--max-outside", str(limit), *COMMON])
+        skipped = [r for r in _failures(out) if r[1] == "outside"]
+        assert len(skipped) == int(np.sum(outside > limit)) and len(PackedDataset(out)) == len(ds) - len(skipped)
+
+
+def test_outside_fraction_of_a_crop_half_off_the_image() -> None:
+    assert align.outside_fraction(align.TEMPLATE, (112, 96)) == 0.0
+    assert align.outside_fraction(align.TEMPLATE, (56, 96)) == pytest.approx(0.5)
+    assert align.outside_fraction(align.TEMPLATE * 0.5, (56, 48)) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--pad", "-1", "--pad must be a finite fraction >= 0"),
+    ("--pad", "nan", "--pad must be a finite fraction >= 0"),
+    ("--min-face-size", "0", "--min-face-size must be >= 12"),
+    ("--workers", "0", "--workers must be >= 1"),
+    ("--max-outside", "1.5", "--max-outside must be a fraction in"),
+])
+def test_bad_common_options_stop_before_work(tmp_path: Path, capsys, monkeypatch, option, value, message) -> None:
+    (tmp_path / "src" / "p").mkdir(parents=True)
+    line = _user_error(capsys, monkeypatch, folders.run,
+                       ["--src", str(tmp_path / "src"), "--out", str(tmp_path / "o"), option, value])
+    assert message in line and not (tmp_path / "o.work").exists()
+
+
+def test_user_mistakes_are_one_error_line_with_exit_status_2(tmp_path: Path, capsys, monkeypatch, faces) -> None:
+    src = tmp_path / "src"
+    _write(src / "p" / "a.png", faces[0])
+    _write(src / "p" / "a.jpg", faces[1])
+    out = tmp_path / "out"
+    line = _user_error(capsys, monkeypatch, folders.run, ["--src", str(src), "--out", str(out), *COMMON])
+    assert str(src / "p" / "a.jpg") in line and str(src / "p" / "a.png") in line and "'p/a'" in line
+    out.mkdir()
+    line = _user_error(capsys, monkeypatch, folders.run, ["--src", str(src), "--out", str(out), *COMMON])
+    assert f"--out {out} already exists" in line and "--overwrite" in line
+
+    lfw_src = tmp_path / "lfw"
+    _write(lfw_src / "Ann_Lee" / "Ann_Lee_0001.jpg", faces[0])
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_bytes(b"1\t1\nAnn_Lee\t1\t1\nAnn_L\xe9e\t1\tBo\t1\n")
+    line = _user_error(capsys, monkeypatch, lfw.run,
+                       ["--src", str(lfw_src), "--pairs", str(pairs), "--out", str(tmp_path / "l"), *COMMON])
+    assert f"--pairs {pairs}, line 3" in line and "not UTF-8" in line
+    assert not (tmp_path / "l.work").exists()  # checked before any image was aligned
+
+    listed = tmp_path / "list.json"
+    listed.write_text(json.dumps(["p/a.png"]))
+    line = _user_error(capsys, monkeypatch, megaface.run, ["--set", "distractors", "--root", str(src), "--list",
+                                                           str(listed), "--out", str(tmp_path / "m"), *COMMON])
+    assert f"--list {listed}: a JSON list" in line and '{"path": [...]}' in line
+
+
+def test_python_m_data_prep_exits_2_with_one_error_line(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "data_prep.folders", "--src", str(tmp_path / "nowhere"),
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=PROJECT)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"error: --src {tmp_path / 'nowhere'} is not a folder (check the path)"]
