@@ -13,6 +13,7 @@ model); PReLU slopes 0.25.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor, nn
@@ -82,19 +83,24 @@ class SphereFaceNet(nn.Module):
             raise ValueError(f"depth must be one of {sorted(UNITS_PER_STAGE)}, got {depth!r}")
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels!r}")
-        if width <= 0:
-            raise ValueError(f"width must be positive, got {width!r}")
+        if isinstance(width, bool) or not isinstance(width, numbers.Real) or not (0 < width < math.inf):
+            raise ValueError(f"width must be a positive finite number, got {width!r}")
+        if isinstance(feat_dim, bool) or not isinstance(feat_dim, numbers.Integral) or feat_dim < 1:
+            raise ValueError(f"feat_dim must be a positive integer, got {feat_dim!r}")
+        if len(input_size) != 2 or not all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in input_size):
+            raise ValueError(f"input_size must be two integers (height, width), got {input_size!r}")
         h, w = input_size
         if h < 16 or w < 16:
             raise ValueError(f"input_size must be at least 16x16 (four stride-2 stages), got {input_size}")
-        self.depth, self.in_channels, self.input_size, self.feat_dim = depth, in_channels, (h, w), feat_dim
+        self.depth, self.in_channels, self.input_size, self.feat_dim = depth, in_channels, (int(h), int(w)), int(feat_dim)
         channels = [max(1, round(c * width)) for c in STAGE_CHANNELS]
         stages, cin = [], in_channels
         for c, units in zip(channels, UNITS_PER_STAGE[depth]):
             stages.append(_stage(cin, c, units))
             cin = c
         self.stages = nn.Sequential(*stages)
-        self.fc = nn.Linear(cin * _out_size(h) * _out_size(w), feat_dim)
+        self.fc = nn.Linear(cin * _out_size(h) * _out_size(w), self.feat_dim)
         _caffe_xavier_(self.fc.weight)
         nn.init.zeros_(self.fc.bias)
 

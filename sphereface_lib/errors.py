@@ -7,14 +7,32 @@ keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from typing import Callable, Sequence
 
 EXIT_USER_ERROR = 2
 
+#: errors of the machine's storage that the user fixes (space, quota, permissions, read-only mount)
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
 
 class UserError(ValueError):
     """A user's mistake (bad file, parameter or input); the message names it and the fix."""
+
+
+class OutputWriteError(UserError):
+    """A result could not be written (disk full, quota, permissions); the previous file is intact."""
+
+
+def storage_error(path: str | os.PathLike, exc: OSError) -> OutputWriteError | None:
+    """An :class:`OutputWriteError` naming ``path`` when ``exc`` is the storage's fault, else None (a bug)."""
+    if exc.errno not in _STORAGE_ERRNOS:
+        return None
+    return OutputWriteError(
+        f"cannot write {os.fspath(path)}: {exc.strerror or exc}; the previous version of the file is intact. "
+        "Free space (or fix the permissions) there, or write elsewhere (e.g. another run.out_dir)")
 
 
 def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:

@@ -14,14 +14,18 @@ Every source (the synthetic generator, ``data_prep`` on a real download) writes 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Sequence
 
 import numpy as np
+
+from ..errors import UserError, storage_error
 
 FORMAT_VERSION = 1
 _IMAGES = "images.u8"
@@ -29,10 +33,12 @@ _LABELS = "labels.npy"
 _KEYS = "keys.txt"
 _IDENTITIES = "identities.txt"
 _MANIFEST = "manifest.json"
+_REPACK = "pack it again with data_prep or PackedWriter"
+TEMP_SUFFIX = ".tmp"  #: ending of :func:`atomic_write`'s temporary files
 
 
-class PackedFormatError(ValueError):
-    """A packed dataset folder is missing, incomplete or inconsistent."""
+class PackedFormatError(UserError):
+    """A packed dataset folder is missing, incomplete or inconsistent; the message names the pack and the fix."""
 
 
 @dataclass(frozen=True)
@@ -52,14 +58,63 @@ class Manifest:
         return (self.height, self.width, self.channels)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` (creating its folder) through a hidden temporary file renamed over it, so a
-    reader sees the old file or the whole new one, never a part."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(file)`` on a fresh temporary file beside ``path`` (unique name ``.<name>.<random>.tmp``),
+    fsync it, rename it over ``path`` and fsync the folder: a reader (or a crash) sees the old file or the
+    whole new one, never a part. On failure the temporary file is removed and the old file stays; a full
+    disk or a permission problem becomes :class:`~sphereface_lib.errors.OutputWriteError` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise (storage_error(path, exc) or exc) from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and storage_error(path, exc) is not None:
+            raise storage_error(path, exc) from exc
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # platforms without directory file descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` leaves beside ``path`` when its process is killed
+    mid-write; call only while no other process writes ``path``. Returns what was removed."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{glob.escape(path.name)}.*{TEMP_SUFFIX}"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 class PackedWriter:
@@ -123,9 +178,11 @@ class PackedWriter:
             keys = [f"{start + i:08d}" for i in range(len(images))]
         if len(keys) != len(images):
             raise ValueError(f"need one key per image: {len(images)} images, {len(keys)} keys")
-        bad = [k for k in keys if "\n" in k]
+        if len(labels) and int(labels.min()) < 0:
+            raise ValueError(f"labels must be >= 0, got {int(labels.min())}")
+        bad = [k for k in keys if k.splitlines() != [k] or not k]
         if bad:
-            raise ValueError(f"keys must not contain newlines: {bad[0]!r}")
+            raise ValueError(f"keys must be non-empty and hold no line breaks: {bad[0]!r}")
         self._images.write(np.ascontiguousarray(images).tobytes())
         self._labels.append(labels)
         self._keys.extend(keys)
@@ -140,15 +197,18 @@ class PackedWriter:
         identities = self.identities if self.identities is not None else [str(i) for i in range(num_ids)]
         if len(identities) < num_ids:
             raise ValueError(f"{len(identities)} identity names for labels up to {num_ids - 1}")
+        bad_names = [n for n in identities if n.splitlines() != [n]]
+        if bad_names:
+            raise ValueError(f"identity names must be non-empty and hold no line breaks: {bad_names[0]!r}")
         np.save(self.partial / _LABELS, labels)
-        (self.partial / _KEYS).write_text("".join(k + "\n" for k in self._keys))
-        (self.partial / _IDENTITIES).write_text("".join(n + "\n" for n in identities))
+        (self.partial / _KEYS).write_text("".join(k + "\n" for k in self._keys), encoding="utf-8")
+        (self.partial / _IDENTITIES).write_text("".join(n + "\n" for n in identities), encoding="utf-8")
         manifest = Manifest(
             height=self.shape[0], width=self.shape[1], channels=self.shape[2],
             num_identities=len(identities), num_images=len(labels),
             source=self.source, version=self.version, extra=self.extra,
         )
-        (self.partial / _MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+        (self.partial / _MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n", encoding="utf-8")
         if self.root.exists():
             shutil.rmtree(self.root)
         os.replace(self.partial, self.root)
@@ -178,38 +238,67 @@ class PackedDataset:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         mpath = self.root / _MANIFEST
+        if not self.root.is_dir():
+            raise PackedFormatError(
+                f"{self.root} is not a packed dataset: no such folder (pack images with data_prep, or use "
+                "data.path=synthetic:<size> for the built-in data)")
         if not mpath.is_file():
             raise PackedFormatError(
                 f"{self.root} is not a packed dataset: {_MANIFEST} is missing "
-                "(produce one with sphereface_lib.data.synthetic or data_prep)"
+                f"({_REPACK})"
             )
         try:
-            raw = json.loads(mpath.read_text())
+            raw = json.loads(mpath.read_text(encoding="utf-8"))
             self.manifest = Manifest(**raw)
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise PackedFormatError(f"{mpath}: unreadable manifest ({exc})") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+            raise PackedFormatError(f"{mpath}: unreadable manifest ({exc}); {_REPACK}") from exc
         if self.manifest.format_version != FORMAT_VERSION:
             raise PackedFormatError(
-                f"{mpath}: format_version {self.manifest.format_version}, this library reads {FORMAT_VERSION}"
+                f"{mpath}: format_version {self.manifest.format_version}, this library reads {FORMAT_VERSION}; "
+                f"{_REPACK}"
             )
         n = self.manifest.num_images
         expected = n * int(np.prod(self.manifest.image_shape))
         ipath = self.root / _IMAGES
         size = ipath.stat().st_size if ipath.exists() else -1
         if size != expected:
-            raise PackedFormatError(f"{ipath}: {size} bytes, the manifest implies {expected}")
+            raise PackedFormatError(f"{ipath}: {size} bytes, the manifest implies {expected}; {_REPACK}")
         self.images = (
             np.memmap(ipath, dtype=np.uint8, mode="r", shape=(n, *self.manifest.image_shape))
             if n else np.zeros((0, *self.manifest.image_shape), np.uint8)
         )
-        self.labels = np.load(self.root / _LABELS)
-        if self.labels.shape != (n,):
-            raise PackedFormatError(f"{self.root / _LABELS}: shape {self.labels.shape}, expected ({n},)")
-        self.keys = (self.root / _KEYS).read_text().splitlines()
-        self.identities = (self.root / _IDENTITIES).read_text().splitlines()
+        lpath = self.root / _LABELS
+        try:
+            self.labels = np.load(lpath, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise PackedFormatError(f"{lpath}: unreadable labels ({exc}); {_REPACK}") from exc
+        if self.labels.shape != (n,) or not np.issubdtype(self.labels.dtype, np.integer):
+            raise PackedFormatError(
+                f"{lpath}: {self.labels.dtype} of shape {self.labels.shape}, expected integers of shape ({n},); {_REPACK}")
+        ids = self.manifest.num_identities
+        if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= ids):
+            bad = int(np.flatnonzero((self.labels < 0) | (self.labels >= ids))[0])
+            raise PackedFormatError(
+                f"{lpath}: label {int(self.labels[bad])} at row {bad} lies outside [0, {ids}) (the manifest's "
+                f"num_identities); {_REPACK}")
+        self.keys = self._lines(_KEYS)
+        self.identities = self._lines(_IDENTITIES)
         if len(self.keys) != n:
-            raise PackedFormatError(f"{self.root / _KEYS}: {len(self.keys)} keys for {n} images")
+            raise PackedFormatError(f"{self.root / _KEYS}: {len(self.keys)} keys for {n} images; {_REPACK}")
+        if len(self.identities) != ids:
+            raise PackedFormatError(
+                f"{self.root / _IDENTITIES}: {len(self.identities)} names for the manifest's {ids} identities; "
+                f"{_REPACK}")
         self._index: dict[str, int] | None = None
+
+    def _lines(self, name: str) -> list[str]:
+        path = self.root / name
+        try:
+            return path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise PackedFormatError(f"{self.root} is not a complete packed dataset: {name} is missing; {_REPACK}") from None
+        except UnicodeDecodeError as exc:
+            raise PackedFormatError(f"{path}: not UTF-8 text ({exc}); {_REPACK}") from None
 
     def __len__(self) -> int:
         return self.manifest.num_images

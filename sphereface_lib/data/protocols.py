@@ -18,13 +18,14 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import UserError
 from .packed import PackedDataset, atomic_write_text
 
 YTF_CSV_HEADER = "split,video_a,video_b,same"
 YTF_OFFICIAL_HEADER = "split number, pair number, first name, second name, is same person, is same video"
 
 
-class ProtocolFormatError(ValueError):
+class ProtocolFormatError(UserError):
     """A protocol file is malformed; the message names the file, the line and what was expected."""
 
 
@@ -93,14 +94,24 @@ def _read_lines(path: str | os.PathLike) -> tuple[Path, list[str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"protocol file {path} does not exist")
-    return path, path.read_text().splitlines()
-
-
-def _int_field(text: str, path: Path, lineno: int, what: str) -> int:
+    data = path.read_bytes()
     try:
-        return int(text)
+        return path, data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        lineno = data[:exc.start].count(b"\n") + 1
+        raise ProtocolFormatError(
+            f"{path}, line {lineno}: not UTF-8 text (byte {data[exc.start]:#04x}); save the file as UTF-8 "
+            "(or ASCII, as the official protocol files are)") from None
+
+
+def _int_field(text: str, path: Path, lineno: int, what: str, minimum: int | None = None) -> int:
+    try:
+        value = int(text)
     except ValueError:
         raise ProtocolFormatError(f"{path}, line {lineno}: expected {what}, got {text!r}") from None
+    if minimum is not None and value < minimum:
+        raise ProtocolFormatError(f"{path}, line {lineno}: expected {what} >= {minimum}, got {value}")
+    return value
 
 
 def read_lfw_pairs(path: str | os.PathLike) -> PairList:
@@ -111,10 +122,10 @@ def read_lfw_pairs(path: str | os.PathLike) -> PairList:
         raise ProtocolFormatError(f"{path}, line 1: empty file, expected a header 'folds<TAB>pairs' or 'pairs'")
     header = lines[0].split()
     if len(header) == 2:
-        n_folds = _int_field(header[0], path, 1, "the number of folds")
-        per = _int_field(header[1], path, 1, "the number of pairs of each kind per fold")
+        n_folds = _int_field(header[0], path, 1, "the number of folds", minimum=1)
+        per = _int_field(header[1], path, 1, "the number of pairs of each kind per fold", minimum=1)
     elif len(header) == 1:
-        n_folds, per = 1, _int_field(header[0], path, 1, "the number of pairs of each kind")
+        n_folds, per = 1, _int_field(header[0], path, 1, "the number of pairs of each kind", minimum=1)
     else:
         raise ProtocolFormatError(
             f"{path}, line 1: expected a header 'folds<TAB>pairs' (View 2) or 'pairs' (View 1), got {lines[0]!r}"
@@ -136,15 +147,15 @@ def read_lfw_pairs(path: str | os.PathLike) -> PairList:
                     f"{path}, line {lineno}: expected a matched pair 'name<TAB>n1<TAB>n2', got {line!r}"
                 )
             name, n1, n2 = parts
-            a = lfw_key(name, _int_field(n1, path, lineno, "an image number"))
-            b = lfw_key(name, _int_field(n2, path, lineno, "an image number"))
+            a = lfw_key(name, _int_field(n1, path, lineno, "an image number", minimum=1))
+            b = lfw_key(name, _int_field(n2, path, lineno, "an image number", minimum=1))
         else:
             if len(parts) != 4:
                 raise ProtocolFormatError(
                     f"{path}, line {lineno}: expected a mismatched pair 'name1<TAB>n1<TAB>name2<TAB>n2', got {line!r}"
                 )
-            a = lfw_key(parts[0], _int_field(parts[1], path, lineno, "an image number"))
-            b = lfw_key(parts[2], _int_field(parts[3], path, lineno, "an image number"))
+            a = lfw_key(parts[0], _int_field(parts[1], path, lineno, "an image number", minimum=1))
+            b = lfw_key(parts[2], _int_field(parts[3], path, lineno, "an image number", minimum=1))
         keys_a.append(a)
         keys_b.append(b)
         same.append(matched)

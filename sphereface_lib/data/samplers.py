@@ -6,9 +6,12 @@ uninterrupted one would, and data-parallel ranks split one global batch between 
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Protocol
 
 import numpy as np
+
+from ..errors import UserError
 
 _SAMPLERS: dict[str, Callable[..., "BatchSampler"]] = {}
 
@@ -31,12 +34,24 @@ def register_sampler(name: str):
     return deco
 
 
+def list_samplers() -> list[str]:
+    """Names accepted by :func:`create_sampler`."""
+    return sorted(_SAMPLERS)
+
+
 def create_sampler(name: str, labels: np.ndarray, batch_size: int, seed: int, **kwargs) -> BatchSampler:
-    """Build a sampler by name (``"random"``, ...) over the given labels."""
+    """Build a sampler by name (``"random"``, ...) over the given labels; an unknown name or keyword
+    raises :class:`~sphereface_lib.errors.UserError` listing the valid ones."""
     try:
         cls = _SAMPLERS[name]
     except KeyError:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(sorted(_SAMPLERS))}") from None
+        raise UserError(f"unknown sampler {name!r}; choose one of {', '.join(list_samplers())}") from None
+    accepted = list(inspect.signature(cls).parameters)[3:]  # after labels, batch_size, seed
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise UserError(
+            f"sampler {name!r} takes no argument {unknown[0]!r}; it accepts "
+            f"{', '.join(accepted) if accepted else 'no keyword arguments'}")
     return cls(labels, batch_size, seed, **kwargs)
 
 

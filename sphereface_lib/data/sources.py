@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import UserError
 from .packed import PackedDataset
 
 SYNTHETIC_PREFIX = "synthetic:"
@@ -27,8 +28,8 @@ def open_packed(spec: str | os.PathLike) -> PackedDataset:
     size, _, split = text[len(SYNTHETIC_PREFIX):].partition("/")
     split = split or "train"
     if size not in SIZES:
-        raise ValueError(f"data {text!r}: unknown synthetic size {size!r}; use one of {sorted(SIZES)}")
+        raise UserError(f"data {text!r}: unknown synthetic size {size!r}; use one of {sorted(SIZES)}")
     splits = ("train", "lfw", "ytf", "megaface_probe", "megaface_distractors")
     if split not in splits:
-        raise ValueError(f"data {text!r}: unknown split {split!r}; use one of {', '.join(splits)}")
+        raise UserError(f"data {text!r}: unknown split {split!r}; use one of {', '.join(splits)}")
     return getattr(synthetic_benchmark(SYNTHETIC_CACHE, size), split)
