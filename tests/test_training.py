@@ -15,6 +15,7 @@ from sphereface_lib.training import (
     ConfigError, TrainConfig, TrainingDiverged, learning_rate, load_checkpoint, train, train_cached)
 from sphereface_lib.training import cache as cache_module
 from sphereface_lib.training.trainer import build_model, param_groups
+from sphereface_lib.errors import run_command
 from sphereface_lib.train import main as cli_main
 from test_training_data import make_patterns, tiny_config
 
@@ -145,7 +146,8 @@ def test_divergence_stops_the_run_without_saving_nan_weights(patterns, tmp_path:
         train(c)
     msg = str(info.value)
     assert "iteration 23" in msg and "learning rate 0.005" in msg and "lambda" in msg
-    assert "checkpoint.pt (iteration 20)" in msg
+    assert "checkpoint.pt holds the finite weights of iteration 20" in msg and "good checkpoint" not in msg
+    assert "repeats the divergence" in msg and "--no-resume" in msg
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["iteration"] == 20
     assert all(torch.isfinite(t).all() for t in state["backbone"].values())
@@ -187,10 +189,10 @@ def test_cache_trains_once_even_when_two_callers_race(patterns, tmp_path: Path, 
 # --- command line -------------------------------------------------------------------------------------
 
 def test_cli_reports_bad_configs_clearly(tmp_path: Path, capsys) -> None:
-    assert cli_main(["--config", "configs/tiny_cpu.yaml", "optim.learning_rate=0.1"]) == 2
+    assert run_command(cli_main, ["--config", "configs/tiny_cpu.yaml", "optim.learning_rate=0.1"]) == 2
     err = capsys.readouterr().err
-    assert "tiny_cpu.yaml" in err and "'learning_rate'" in err
-    assert cli_main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert err.startswith("error: ") and "tiny_cpu.yaml" in err and "'learning_rate'" in err
+    assert run_command(cli_main, ["--config", str(tmp_path / "missing.yaml")]) == 2
 
 
 def test_package_level_train_still_trains_after_the_cli_module_is_imported(patterns, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ weight decay 5e-4, learning rate 0.1 divided by 10 at 16k and 24k iterations, st
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -133,9 +134,12 @@ class TrainConfig:
         """Load a YAML file, then apply ``key=value`` overrides (dotted keys, YAML values)."""
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} {'is a folder' if path.is_dir() else 'does not exist'}; "
+                              "pass a YAML file such as configs/tiny_cpu.yaml")
         try:
-            raw = load_yaml(path.read_text()) or {}
+            raw = load_yaml(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
         if not isinstance(raw, dict):
@@ -154,9 +158,15 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def validate(self, source: str = "<config>") -> None:
-        """Raise :class:`ConfigError` for values no run can use."""
-        o, r, d = self.optim, self.run, self.data
+        """Raise :class:`ConfigError` for values no run can use (names included: backbone, head, sampler)."""
+        from ..backbones import list_backbones
+        from ..data.samplers import list_samplers
+        from ..losses import list_heads
+
+        o, r, d, m = self.optim, self.run, self.data, self.model
+        finite = all(math.isfinite(v) for v in (o.lr, o.lr_gamma, o.momentum, o.weight_decay, m.width))
         checks = [
+            (finite, "optim.lr/lr_gamma/momentum/weight_decay, model.width", "must be finite numbers"),
             (o.iterations >= 1, "optim.iterations", "must be >= 1"),
             (o.batch_size >= 1, "optim.batch_size", "must be >= 1"),
             (o.lr > 0, "optim.lr", "must be > 0"),
@@ -167,8 +177,16 @@ class TrainConfig:
             (r.log_every >= 1, "run.log_every", "must be >= 1"),
             (r.checkpoint_every >= 1, "run.checkpoint_every", "must be >= 1"),
             (r.amp in ("auto", "bf16", "none"), "run.amp", "must be 'auto', 'bf16' or 'none'"),
+            (bool(r.out_dir), "run.out_dir", "must name a folder"),
             (d.prefetch >= 1, "data.prefetch", "must be >= 1"),
-            (self.model.width > 0 and self.model.feat_dim >= 1, "model.width/feat_dim", "must be positive"),
+            (m.width > 0, "model.width", f"must be positive, got {m.width}"),
+            (m.feat_dim >= 1, "model.feat_dim", f"must be >= 1, got {m.feat_dim}"),
+            (m.backbone in list_backbones(), "model.backbone",
+             f"{m.backbone!r} is unknown; choose one of {', '.join(list_backbones())}"),
+            (self.head.name in list_heads(), "head.name",
+             f"{self.head.name!r} is unknown; choose one of {', '.join(list_heads())}"),
+            (d.sampler in list_samplers(), "data.sampler",
+             f"{d.sampler!r} is unknown; choose one of {', '.join(list_samplers())}"),
         ]
         for ok, key, what in checks:
             if not ok:

@@ -8,12 +8,17 @@ learning rate, the head's lambda stepped every iteration, horizontal flip, (x - 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import logging
 import os
 import queue
+import socket
+import sys
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,23 +26,40 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
+from filelock import FileLock, Timeout
 from torch import Tensor, nn
 
 from ..backbones import create_backbone
-from ..data.packed import PackedDataset, atomic_write_text
+from ..data.packed import PackedDataset, atomic_write, atomic_write_text, remove_stale_temporaries
+from ..data.samplers import BatchSampler, create_sampler
 from ..data.sources import open_packed
-from ..data.samplers import create_sampler
+from ..errors import UserError, storage_error
 from ..losses import Head, LambdaSchedule, create_head
 from .config import ConfigError, TrainConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
+METRICS_CSV_NAME = "metrics.csv"
+LOCK_NAME = ".lock"
+OWNER_NAME = ".lock.owner"
 CHECKPOINT_FORMAT = 1
+_CHECKPOINT_KEYS = ("format", "config", "dataset", "iteration", "backbone", "head", "optimizer", "rng_cpu")
 _FLIP_STREAM = 0x666C6970  # separates the flip random stream from the sampler's
+_RESUME_FIX = "start over with --no-resume (train(config, resume=False)) or choose another run.out_dir"
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the run stopped without checkpointing the broken weights."""
+
+
+class RunFileError(UserError):
+    """A file of a run folder (checkpoint, metrics log) is corrupt or foreign; the message names it and the fix."""
+
+
+class RunDirBusy(UserError):
+    """Another process holds the run folder's lock; the message names it (pid, host, start time)."""
 
 
 @dataclass
@@ -82,27 +104,42 @@ def learning_rate(config: TrainConfig, iteration: int) -> float:
 
 
 def build_head(config: TrainConfig, num_classes: int) -> Head:
-    """The configured head; a ``lambda_schedule`` mapping becomes a :class:`LambdaSchedule`."""
+    """The configured head; a ``lambda_schedule`` mapping becomes a :class:`LambdaSchedule`. Arguments the
+    head refuses raise :class:`ConfigError` naming ``head.name`` / ``head.kwargs``."""
     kwargs = dict(config.head.kwargs)
     if isinstance(kwargs.get("lambda_schedule"), dict):
         try:
             kwargs["lambda_schedule"] = LambdaSchedule(**kwargs["lambda_schedule"])
-        except TypeError as exc:
-            raise ConfigError(f"head.kwargs.lambda_schedule: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"head.kwargs.lambda_schedule {kwargs['lambda_schedule']}: {exc}") from None
     try:
         return create_head(config.head.name, config.model.feat_dim, num_classes, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"head.kwargs do not fit head {config.head.name!r}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"head {config.head.name!r} with head.kwargs {config.head.kwargs}: {exc}") from None
 
 
 def build_model(config: TrainConfig, image_shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, Head]:
-    """(backbone, head) for images of shape (H, W, C) and ``num_classes`` identities, seeded by run.seed."""
+    """(backbone, head) for images of shape (H, W, C) and ``num_classes`` identities, seeded by run.seed;
+    arguments the backbone refuses raise :class:`ConfigError` naming ``model.*``."""
     torch.manual_seed(config.run.seed)
     h, w, c = image_shape
-    backbone = create_backbone(
-        config.model.backbone, in_channels=c, input_size=(h, w), width=config.model.width,
-        feat_dim=config.model.feat_dim)
+    m = config.model
+    try:
+        backbone = create_backbone(m.backbone, in_channels=c, input_size=(h, w), width=m.width, feat_dim=m.feat_dim)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"model (backbone {m.backbone!r}, width {m.width}, feat_dim {m.feat_dim}) on {h}x{w}x{c} images: {exc}"
+        ) from None
     return backbone, build_head(config, num_classes)
+
+
+def build_sampler(config: TrainConfig, labels: np.ndarray) -> BatchSampler:
+    """The configured batch sampler over ``labels``; arguments it refuses raise :class:`ConfigError`."""
+    d = config.data
+    try:
+        return create_sampler(d.sampler, labels, config.optim.batch_size, config.run.seed, **d.sampler_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data.sampler {d.sampler!r} with data.sampler_kwargs {d.sampler_kwargs}: {exc}") from None
 
 
 def param_groups(backbone: nn.Module, head: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
@@ -155,7 +192,7 @@ class BatchLoader:
 
     def __init__(
         self, dataset: PackedDataset, config: TrainConfig, start: int, stop: int,
-        rank: int = 0, world_size: int = 1, pin: bool = False,
+        rank: int = 0, world_size: int = 1, pin: bool = False, sampler: BatchSampler | None = None,
     ) -> None:
         b = config.optim.batch_size
         if b % world_size:
@@ -164,8 +201,7 @@ class BatchLoader:
         self.global_batch, self.local_batch = b, b // world_size
         self.lo = rank * self.local_batch
         self.seed, self.flip = config.run.seed, config.data.flip
-        self.sampler = create_sampler(
-            config.data.sampler, dataset.labels, b, config.run.seed, **config.data.sampler_kwargs)
+        self.sampler = sampler if sampler is not None else build_sampler(config, dataset.labels)
         self._queue: queue.Queue = queue.Queue(maxsize=config.data.prefetch)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, daemon=True, name="BatchLoader")
@@ -263,12 +299,7 @@ class TrainStep:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _library_version() -> str:
@@ -287,12 +318,30 @@ def _math_fields(config: TrainConfig) -> dict[str, Any]:
     return d
 
 
-def _read_checkpoint(path: Path) -> tuple[dict[str, Any], TrainConfig]:
-    """The state dict of a checkpoint file (tensors only, on the CPU) and the config stored in it."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {state.get('format')!r}, this library reads {CHECKPOINT_FORMAT}")
-    return state, TrainConfig.from_dict(state["config"], source=f"{path} (stored config)")
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _read_checkpoint(path: Path, fix: str = _RESUME_FIX) -> tuple[dict[str, Any], TrainConfig]:
+    """The state dict of a checkpoint file (tensors only, on the CPU) and the config stored in it; a file
+    that is truncated, corrupt or not this library's raises :class:`RunFileError` naming it and ``fix``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a bad file
+        raise RunFileError(f"{path} is not a readable checkpoint ({_first_line(exc)}); {fix}") from None
+    if not isinstance(state, dict):
+        raise RunFileError(f"{path} holds a {type(state).__name__}, not a checkpoint of this library; {fix}")
+    missing = [k for k in _CHECKPOINT_KEYS if k not in state]
+    if state.get("format") != CHECKPOINT_FORMAT or missing:
+        raise RunFileError(
+            f"{path}: not a checkpoint this library reads (format {state.get('format')!r}, expected "
+            f"{CHECKPOINT_FORMAT}{'; missing ' + ', '.join(missing) if missing else ''}); {fix}")
+    try:
+        config = TrainConfig.from_dict(state["config"], source=f"{path} (stored config)")
+    except ConfigError as exc:
+        raise RunFileError(f"{exc}; {fix}") from None
+    return state, config
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainResult:
@@ -302,23 +351,138 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    state, config = _read_checkpoint(path)
+    fix = "train the model again or load another checkpoint"
+    state, config = _read_checkpoint(path, fix)
     ds = state["dataset"]
-    backbone, head = build_model(config, (ds["height"], ds["width"], ds["channels"]), ds["num_identities"])
-    backbone.load_state_dict(state["backbone"])
-    head.load_state_dict(state["head"])
+    try:
+        backbone, head = build_model(config, (ds["height"], ds["width"], ds["channels"]), ds["num_identities"])
+        backbone.load_state_dict(state["backbone"])
+        head.load_state_dict(state["head"])
+    except (KeyError, TypeError, RuntimeError, ConfigError) as exc:
+        raise RunFileError(f"{path}: its weights do not fit its stored config ({_first_line(exc)}); {fix}") from None
     device = torch.device(device)
-    metrics_path = path.parent / METRICS_NAME
-    metrics = _read_metrics(metrics_path, state["iteration"])
+    metrics = _read_metrics(path.parent / METRICS_NAME, int(state["iteration"]), fix)
     return TrainResult(backbone.to(device).eval(), head.to(device).eval(), config, metrics,
                        int(state["iteration"]), path, device)
 
 
-def _read_metrics(path: Path, up_to: int) -> list[dict[str, Any]]:
+def _read_metrics(path: Path, up_to: int, fix: str = _RESUME_FIX) -> list[dict[str, Any]]:
+    """Rows of ``metrics.jsonl`` up to iteration ``up_to``. A torn last line (a run killed while writing
+    it) is dropped with a warning; any other unreadable line raises :class:`RunFileError`."""
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_bytes().split(b"\n")
+    rows = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("iteration"), int):
+                raise ValueError("not a row with an integer 'iteration'")
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            if all(not rest.strip() for rest in lines[lineno:]):
+                logger.warning("%s, line %d: dropped a torn last row (a run stopped while writing it)", path, lineno)
+                break
+            raise RunFileError(f"{path}, line {lineno}: not a metrics row ({_first_line(exc)}); {fix}") from None
+        rows.append(row)
     return [r for r in rows if r["iteration"] <= up_to]
+
+
+class MetricsLog:
+    """The run's metrics log: ``metrics.jsonl`` (one JSON object per row) and ``metrics.csv`` (the same rows,
+    with a header, for a spreadsheet or pandas). Appends are rolled back when the disk is full."""
+
+    def __init__(self, out: Path) -> None:
+        self.jsonl, self.csv = out / METRICS_NAME, out / METRICS_CSV_NAME
+        self.rows: list[dict[str, Any]] = []
+        self.columns: list[str] = []
+
+    def restart(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite both files atomically with ``rows`` (what a resumed run keeps)."""
+        self.rows = list(rows)
+        self.columns = _columns(self.rows)
+        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.rows))
+        atomic_write_text(self.csv, _csv_text(self.columns, self.rows, header=True))
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Add one row to both files."""
+        self.rows.append(row)
+        if any(k not in self.columns for k in row):  # a new column: the header changes
+            self.columns = _columns(self.rows)
+            atomic_write_text(self.csv, _csv_text(self.columns, self.rows, header=True))
+        else:
+            _append(self.csv, _csv_text(self.columns, [row], header=False))
+        _append(self.jsonl, json.dumps(row) + "\n")
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    columns: dict[str, None] = {}
+    for r in rows:
+        columns.update(dict.fromkeys(r))
+    return list(columns)
+
+
+def _csv_text(columns: list[str], rows: list[dict[str, Any]], header: bool) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    return buf.getvalue()
+
+
+def _append(path: Path, text: str) -> None:
+    """Append ``text`` to ``path``; when the write fails the file is cut back to its previous length."""
+    with open(path, "a", encoding="utf-8") as f:
+        size = f.tell()
+        try:
+            f.write(text)
+            f.flush()
+        except OSError as exc:
+            try:
+                f.truncate(size)
+            except OSError:
+                pass  # a torn last line, dropped on resume
+            raise (storage_error(path, exc) or exc) from exc
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.lock`` (with the owner's pid, host and start time in ``out/.lock.owner``) while the block
+    runs; when another process holds it, raise :class:`RunDirBusy` naming that process."""
+    lock = FileLock(out / LOCK_NAME, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            o = json.loads((out / OWNER_NAME).read_text())
+            owner = f"process {o['pid']} on host {o['host']} (started {o['started']}: {o['command']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            owner = "another process"
+        raise RunDirBusy(
+            f"run.out_dir {out} is in use by {owner}; one run folder takes one writer: wait for that run to "
+            "end, or choose another run.out_dir") from None
+    except OSError as exc:
+        raise (storage_error(out / LOCK_NAME, exc) or exc) from exc
+    try:
+        atomic_write_text(out / OWNER_NAME, json.dumps({
+            "pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "command": " ".join(sys.argv)}) + "\n")
+        yield
+    finally:
+        (out / OWNER_NAME).unlink(missing_ok=True)
+        lock.release()
+
+
+def _prepare_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"run.out_dir {out} is a file, not a folder; choose another run.out_dir")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"run.out_dir {out}: cannot create the folder ({exc.strerror}); "
+                          "choose another run.out_dir") from None
 
 
 def _distributed() -> tuple[int, int, int, bool]:
@@ -357,12 +521,33 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, w
     dataset = open_packed(config.data.path)
     manifest = dataset.manifest
     out = Path(config.run.out_dir)
-    ckpt_path, metrics_path = out / CHECKPOINT_NAME, out / METRICS_NAME
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        print(f"training config (rank 0 of {world}, device {device}):\n{config.to_yaml()}", flush=True)
-
+        _prepare_out_dir(out)
     backbone, head = build_model(config, manifest.image_shape, manifest.num_identities)
+    sampler = build_sampler(config, dataset.labels)
+    with run_lock(out) if rank == 0 else nullcontext():
+        return _run(config, resume, device, rank, world, dataset, backbone, head, sampler)
+
+
+def _run(config: TrainConfig, resume: bool, device: torch.device, rank: int, world: int, dataset: PackedDataset,
+         backbone: nn.Module, head: Head, sampler: BatchSampler) -> TrainResult:
+    """The loop, with the run folder's lock held by rank 0."""
+    manifest = dataset.manifest
+    out = Path(config.run.out_dir)
+    ckpt_path = out / CHECKPOINT_NAME
+    log = MetricsLog(out)
+    iterations = config.optim.iterations
+    if rank == 0:
+        for stale in (p for f in (ckpt_path, log.jsonl, log.csv) for p in remove_stale_temporaries(f)):
+            logger.info("removed %s (left by a run stopped while writing)", stale)
+        m, o = config.model, config.optim
+        logger.info(
+            "training %s (width %g, %d-d) + %s on %s (%d images, %d identities) for %d iterations, batch %d, "
+            "lr %g, on %s (%d process%s) into %s", m.backbone, m.width, m.feat_dim, config.head.name,
+            config.data.path, manifest.num_images, manifest.num_identities, iterations, o.batch_size, o.lr,
+            device, world, "es" if world > 1 else "", out)
+        logger.debug("training config:\n%s", config.to_yaml())
+
     optimizer = make_optimizer(backbone, head, config)
     start = 0
     if resume and ckpt_path.is_file():
@@ -370,25 +555,28 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, w
         if _math_fields(stored) != _math_fields(config):
             raise ConfigError(
                 f"{ckpt_path} was written by a different configuration; use another run.out_dir "
-                "or train(config, resume=False) to start over")
-        backbone.load_state_dict(state["backbone"])
-        head.load_state_dict(state["head"])
+                "or start over with --no-resume (train(config, resume=False))")
+        try:
+            backbone.load_state_dict(state["backbone"])
+            head.load_state_dict(state["head"])
+        except RuntimeError as exc:
+            raise RunFileError(f"{ckpt_path}: its weights do not fit its config ({_first_line(exc)}); "
+                               f"{_RESUME_FIX}") from None
         start = int(state["iteration"])
         torch.set_rng_state(state["rng_cpu"])
+        if rank == 0:
+            logger.info("resuming from %s at iteration %d", ckpt_path, start)
     step = TrainStep(backbone, head, optimizer, config, device, world)
     if start:  # after .to(device): optimizer state must follow the parameters
         optimizer.load_state_dict(state["optimizer"])
-        if device.type == "cuda" and len(state["rng_cuda"]):
+        if device.type == "cuda" and len(state.get("rng_cuda", ())):
             torch.cuda.set_rng_state(state["rng_cuda"], device)
-    metrics: list[dict[str, Any]] = []  # the log is kept by rank 0
-    if rank == 0:  # drop rows a killed run logged after its last checkpoint
-        metrics = _read_metrics(metrics_path, start) if start else []
-        atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in metrics))
+    if rank == 0:  # the log is kept by rank 0; drop rows a killed run logged after its last checkpoint
+        log.restart(_read_metrics(log.jsonl, start) if start else [])
 
-    iterations = config.optim.iterations
     guard = _Guard(config, head, device, world)
     guard.last_checkpoint = start or None
-    loader = BatchLoader(dataset, config, start, iterations, rank, world, pin=device.type == "cuda")
+    loader = BatchLoader(dataset, config, start, iterations, rank, world, pin=device.type == "cuda", sampler=sampler)
     bar = None
     if rank == 0 and config.run.progress:
         from tqdm import tqdm
@@ -418,9 +606,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, w
                 correct.zero_()
                 window_start, t0 = done, time.perf_counter()
                 if rank == 0:
-                    metrics.append(row)
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    log.append(row)
                     if bar is not None:
                         bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
                                          for k, v in row.items() if k not in ("iteration", "lr")})
@@ -433,7 +619,10 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, w
         loader.close()
         if bar is not None:
             bar.close()
-    return TrainResult(backbone.eval(), head.eval(), config, metrics, max(start, iterations), ckpt_path, device)
+    if rank == 0:
+        last = log.rows[-1] if log.rows else {}
+        logger.info("done: iteration %d, checkpoint %s, last row %s", max(start, iterations), ckpt_path, last)
+    return TrainResult(backbone.eval(), head.eval(), config, log.rows, max(start, iterations), ckpt_path, device)
 
 
 def _checkpoint_state(config: TrainConfig, manifest: Any, iteration: int, backbone: nn.Module, head: Head,
@@ -501,16 +690,21 @@ class _Guard:
             return
         schedule = getattr(self.head, "lambda_schedule", None)  # read lambda without moving the head
         values = f"lambda {schedule(bad):.6g}" if schedule is not None else ""
-        last = (f"the last good checkpoint is {ckpt_path} (iteration {self.last_checkpoint})"
-                if self.last_checkpoint is not None else "no checkpoint was written")
+        if self.last_checkpoint is None:
+            last = "no checkpoint was written"
+        else:  # training is deterministic: resuming any earlier checkpoint with this config diverges again
+            last = (f"{ckpt_path} holds the finite weights of iteration {self.last_checkpoint}, but resuming it "
+                    "with this configuration repeats the divergence")
         what = "non-finite weights by" if loss_was_finite is not None and bool(loss_was_finite) else "non-finite loss at"
         raise TrainingDiverged(
             f"training diverged: {what} iteration {bad} "
             f"(learning rate {learning_rate(self.config, bad):.6g}{', ' + values if values else ''}); "
-            f"the weights were not saved; {last}. Lower optim.lr or check the data.")
+            f"the weights were not saved; {last}. Lower optim.lr (or check the data) and start over with "
+            "--no-resume (train(config, resume=False)) or a new run.out_dir: resume refuses a changed configuration")
 
 
 __all__ = [
-    "BatchLoader", "TrainResult", "TrainStep", "TrainingDiverged", "augment", "build_head", "build_model",
-    "flip_mask", "learning_rate", "load_checkpoint", "make_optimizer", "param_groups", "resolve_device", "train",
+    "BatchLoader", "MetricsLog", "RunDirBusy", "RunFileError", "TrainResult", "TrainStep", "TrainingDiverged",
+    "augment", "build_head", "build_model", "build_sampler", "flip_mask", "learning_rate", "load_checkpoint",
+    "make_optimizer", "param_groups", "resolve_device", "run_lock", "train",
 ]
