@@ -477,8 +477,9 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
     return " ".join([f"python -m {module}", *(sys.argv[1:] if argv is None else argv)])
 
 
-def report(result: PrepResult, stream=sys.stderr) -> None:
+def report(result: PrepResult, stream=None) -> None:
     """Print every problem, the counts and the questionable crops."""
+    stream = sys.stderr if stream is None else stream
     for p in result.problems:
         line = p.message if p.path in p.message else p.path + ": " + p.message
         print(f"  [{p.kind}] {printable(line)}", file=stream)
