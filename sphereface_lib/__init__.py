@@ -1,20 +1,22 @@
 """SphereFace companion library: A-Softmax loss family, SphereFace backbones, training and evaluation.
 
 Liu et al., "SphereFace: Deep Hypersphere Embedding for Face Recognition", CVPR 2017.
-Each subpackage lists its public names in ``__all__``; they are re-exported here.
+Each subpackage lists its public names in ``__all__``; they are re-exported here. Every name loads on first
+use (PEP 562, through ``lazy_loader``), so ``import sphereface_lib`` costs little: torch, scikit-learn and
+the rest are imported by the parts that need them. ``EAGER_IMPORT=1`` in the environment loads all at once.
 """
 
-from .backbones import SphereFaceNet, count_parameters, create_backbone, list_backbones, sphereface
-from .data import *  # noqa: F401,F403
-from .data import __all__ as _data_all
-from .evaluation import *  # noqa: F401,F403
-from .evaluation import __all__ as _evaluation_all
-from .losses import *  # noqa: F401,F403
-from .losses import __all__ as _losses_all
-from .training import *  # noqa: F401,F403
-from .training import __all__ as _training_all
+import importlib
+
+import lazy_loader as _lazy
 
 __version__ = "0.1.0"
-__all__ = [
-    "SphereFaceNet", "count_parameters", "create_backbone", "list_backbones", "sphereface",
-    *_losses_all, *_data_all, *_training_all, *_evaluation_all]
+
+_REEXPORTED = ["losses", "data", "training", "evaluation"]  # their __init__ files load nothing
+_EXPORTS = {
+    "backbones": ["SphereFaceNet", "count_parameters", "create_backbone", "list_backbones", "sphereface"],
+    **{sub: importlib.import_module(f"{__name__}.{sub}").__all__ for sub in _REEXPORTED},
+}
+__getattr__, __dir__, _ = _lazy.attach(
+    __name__, submodules=["backbones", "companion", "errors", *_REEXPORTED], submod_attrs=_EXPORTS)
+__all__ = [name for names in _EXPORTS.values() for name in names]

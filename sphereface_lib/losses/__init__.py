@@ -1,14 +1,25 @@
-"""Heads (classifier + loss): the A-Softmax family and the losses the paper compares against."""
+"""Heads (classifier + loss): the A-Softmax family and the losses the paper compares against.
 
-from .angular import ASoftmax, LambdaSchedule, ModifiedSoftmax, Softmax, cos_m_theta, psi
-from .base import Head, create_head, list_heads, register_head
-from .additive import ArcFace, CosFace, arc_margin
-from .large_margin import LSOFTMAX_SCHEDULE, LSoftmax
-from .metric import SoftmaxCenter, SoftmaxContrastive, Triplet, pairwise_squared_distances
+Names load on first use (see the package's ``__init__``); the first one loads every head module, so that
+:func:`create_head` and :func:`list_heads` see every registered head.
+"""
 
-__all__ = [
-    "ASoftmax", "Head", "LambdaSchedule", "ModifiedSoftmax", "Softmax",
-    "cos_m_theta", "create_head", "list_heads", "psi", "register_head",
-    "ArcFace", "CosFace", "arc_margin", "LSOFTMAX_SCHEDULE", "LSoftmax",
-    "SoftmaxCenter", "SoftmaxContrastive", "Triplet", "pairwise_squared_distances",
-]
+import importlib
+
+import lazy_loader as _lazy
+
+_MODULES = {
+    "angular": ["ASoftmax", "LambdaSchedule", "ModifiedSoftmax", "Softmax", "cos_m_theta", "psi"],
+    "base": ["Head", "create_head", "list_heads", "register_head"],
+    "additive": ["ArcFace", "CosFace", "arc_margin"],
+    "large_margin": ["LSOFTMAX_SCHEDULE", "LSoftmax"],
+    "metric": ["SoftmaxCenter", "SoftmaxContrastive", "Triplet", "pairwise_squared_distances"],
+}
+_lazy_getattr, __dir__, __all__ = _lazy.attach(__name__, submod_attrs=_MODULES)
+
+
+def __getattr__(name: str) -> object:
+    if name in __all__:
+        for module in _MODULES:  # each registers its heads on import
+            importlib.import_module(f"{__name__}.{module}")
+    return _lazy_getattr(name)

@@ -1,12 +1,13 @@
-"""Training: the typed config, the loop (AMP, DDP, checkpoints, divergence guard) and the model cache."""
+"""Training: the typed config, the loop (AMP, DDP, checkpoints, divergence guard) and the model cache.
 
-from .cache import cache_key, train_cached
-from .config import ConfigError, DataConfig, HeadConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from .trainer import (
-    RunDirBusy, RunFileError, TrainingDiverged, TrainResult, learning_rate, load_checkpoint, train)
+Names load on first use (see the package's ``__init__``).
+"""
 
-__all__ = [
-    "ConfigError", "DataConfig", "HeadConfig", "ModelConfig", "OptimConfig", "RunConfig", "RunDirBusy",
-    "RunFileError", "TrainConfig", "TrainResult", "TrainingDiverged", "cache_key", "learning_rate",
-    "load_checkpoint", "train", "train_cached",
-]
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
+    "cache": ["cache_key", "train_cached"],
+    "config": ["ConfigError", "DataConfig", "HeadConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig"],
+    "trainer": ["RunDirBusy", "RunFileError", "TrainingDiverged", "TrainResult", "learning_rate", "load_checkpoint",
+                "train"],
+})
