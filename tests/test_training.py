@@ -191,7 +191,7 @@ def test_cache_trains_once_even_when_two_callers_race(patterns, tmp_path: Path, 
 def test_cli_reports_bad_configs_clearly(tmp_path: Path, capsys) -> None:
     assert run_command(cli_main, ["--config", "configs/tiny_cpu.yaml", "optim.learning_rate=0.1"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "tiny_cpu.yaml" in err and "'learning_rate'" in err
+    assert err.startswith("error: ") and "tiny_cpu.yaml" in err and "'optim.learning_rate'" in err
     assert run_command(cli_main, ["--config", str(tmp_path / "missing.yaml")]) == 2
 
 

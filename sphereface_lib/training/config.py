@@ -141,7 +141,7 @@ class TrainConfig:
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+            raise ConfigError(f"{path}{_yaml_problem(exc)}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
         apply_overrides(raw, overrides)
@@ -164,9 +164,9 @@ class TrainConfig:
         from ..losses import list_heads
 
         o, r, d, m = self.optim, self.run, self.data, self.model
-        finite = all(math.isfinite(v) for v in (o.lr, o.lr_gamma, o.momentum, o.weight_decay, m.width))
-        checks = [
-            (finite, "optim.lr/lr_gamma/momentum/weight_decay, model.width", "must be finite numbers"),
+        floats = {"optim.lr": o.lr, "optim.lr_gamma": o.lr_gamma, "optim.momentum": o.momentum,
+                  "optim.weight_decay": o.weight_decay, "model.width": m.width}
+        checks = [(math.isfinite(v), key, f"must be a finite number, got {v}") for key, v in floats.items()] + [
             (o.iterations >= 1, "optim.iterations", "must be >= 1"),
             (o.batch_size >= 1, "optim.batch_size", "must be >= 1"),
             (o.lr > 0, "optim.lr", "must be > 0"),
@@ -202,7 +202,7 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Iterable[str]) -> Non
         try:
             value = load_yaml(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from exc
+            raise ConfigError(f"override {item!r}: the value{_yaml_problem(exc)}") from None
         node = raw
         parts = key.split(".")
         for part in parts[:-1]:
@@ -211,6 +211,14 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Iterable[str]) -> Non
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
             node = child
         node[parts[-1]] = value
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``, line L, column C: not valid YAML (problem)`` in one line."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
+    return f"{where}: not valid YAML ({problem})"
 
 
 def _type_name(tp: Any) -> str:
@@ -268,7 +276,7 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key {prefix}{unknown[0]!r}; valid keys here: {', '.join(sorted(names))}")
+            f"{source}: unknown key {prefix + unknown[0]!r}; valid keys here: {', '.join(sorted(names))}")
     values = {}
     for name, value in raw.items():
         tp = hints[name]

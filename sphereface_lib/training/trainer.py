@@ -319,8 +319,9 @@ def _math_fields(config: TrainConfig) -> dict[str, Any]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    """``Type: first sentence`` of an exception (torch's messages run to paragraphs)."""
+    text = str(exc).strip().split("\n")[0].split(". ")[0][:160]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _read_checkpoint(path: Path, fix: str = _RESUME_FIX) -> tuple[dict[str, Any], TrainConfig]:
