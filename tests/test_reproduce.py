@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from sphereface_lib.companion import reproduce
 from sphereface_lib.companion.reproduce import Claim, Layout, ReproduceError
+from sphereface_lib.errors import run_command
 
 STEM = "01_tiny"
+PARAMETERS = "n: int = 3  # values\nscale: float = 1.5\nlabel: str = 'x'\ndata: 'Optional[str]' = None"
 
 
-def _write_notebook(path: Path, body: str) -> None:
+def _write_notebook(path: Path, body: str, parameters: str = PARAMETERS) -> None:
     nb = new_notebook(
         cells=[
-            new_code_cell("n = 3  # values\nscale = 1.5\nlabel = 'x'\ndata = None", metadata={"tags": ["parameters"]}),
+            new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+            new_markdown_cell("The target logit $\\|x\\| \\psi(\\theta)$ (Eq. 6)."),
             new_code_cell(body),
         ]
     )
@@ -31,7 +35,9 @@ def _write_notebook(path: Path, body: str) -> None:
 CLAIMS_BODY = (
     "from IPython.display import display\n"
     "total = n * scale\n"
-    "claim = dict(claim='sum is n*scale', paper='4.5', ours=f'{total:.1f}', holds=total == 4.5, evidence=label)\n"
+    "claim = dict(claim='sum is n*scale', paper='4.5', paper_source='Table 1', ours=f'{total:.1f}',\n"
+    "             outcome='reproduced' if total == 4.5 else 'contradicted', effect=f'{total - 4.5:+.1f} [-0.5, +0.5]',\n"
+    "             evidence=label)\n"
     "display({'text/plain': 'claims'}, raw=True, metadata={'sphereface_claims': [claim]})"
 )
 
@@ -55,6 +61,9 @@ def test_validation_rejects_unknown_and_mistyped_parameters(layout: Layout) -> N
     assert str(layout.profile_file("smoke", STEM)) in message
     assert "unknown parameter 'learning_rate'" in message and "parameter 'n' = 2.5" in message
     assert not layout.reports_dir("smoke").exists()  # nothing ran
+    layout.profile_file("smoke", STEM).write_text("data: 5\n")  # Optional[str] from the annotation
+    with pytest.raises(ReproduceError, match="'data' = 5 .* declares Optional\\[str\\]"):
+        reproduce.reproduce("smoke", layout=layout, stems=[STEM], log=lambda _: None)
     layout.profile_file("smoke", STEM).write_text("- n\n")
     with pytest.raises(ReproduceError, match="must be a mapping"):
         reproduce.reproduce("smoke", layout=layout, stems=[STEM], log=lambda _: None)
@@ -67,43 +76,135 @@ def test_validation_rejects_unknown_and_mistyped_parameters(layout: Layout) -> N
         reproduce.reproduce("paper", layout=layout, stems=[STEM], data=layout.notebooks_dir / "absent")
 
 
+def test_overrides_are_parsed_and_validated_like_profile_values(layout: Layout) -> None:
+    assert reproduce.parse_overrides(["iterations=200 seeds=[0, 1]", "label=abc", "data=null"]) == {
+        "iterations": 200, "seeds": [0, 1], "label": "abc", "data": None}
+    with pytest.raises(ReproduceError, match="write NAME=VALUE"):
+        reproduce.parse_overrides(["200"])
+    with pytest.raises(ReproduceError, match="not valid YAML"):
+        reproduce.parse_overrides(["seeds=[0,"])
+    with pytest.raises(ReproduceError, match="'n' = 'abc'"):
+        reproduce.reproduce("smoke", layout=layout, stems=[STEM], overrides={"n": "abc"}, log=lambda _: None)
+    with pytest.raises(ReproduceError, match="--param iterations: no notebook run here declares it"):
+        reproduce.reproduce("smoke", layout=layout, stems=[STEM], overrides={"iterations": 1}, log=lambda _: None)
+    assert reproduce.resolve_parameters(layout, "smoke", STEM, overrides={"scale": 2, "other": 1}) == {"n": 3, "scale": 2}
+
+
 def test_type_rules() -> None:
-    declared = {"a": {"default": "1"}, "b": {"default": "1.0"}, "c": {"default": "True"}, "d": {"default": "[1]"}}
-    reproduce.validate_parameters({"a": 2, "b": 3, "c": False, "d": [2, 3]}, declared, "here")
-    for bad in ({"a": True}, {"b": "x"}, {"c": 1}, {"d": 5}):
+    declared = {"a": {"default": "1"}, "b": {"default": "1.0"}, "c": {"default": "True"}, "d": {"default": "[1]"},
+                "e": {"default": "[1]", "inferred_type_name": "list[int]"},
+                "f": {"default": "None", "inferred_type_name": "Optional[str]"}}
+    reproduce.validate_parameters({"a": 2, "b": 3, "c": False, "d": [2, 3], "e": [4], "f": "x"}, declared, "here")
+    reproduce.validate_parameters({"f": None}, declared, "here")
+    for bad in ({"a": True}, {"b": "x"}, {"c": 1}, {"d": 5}, {"e": [1.5]}, {"e": [True]}, {"f": 3}):
         with pytest.raises(ReproduceError, match="here"):
             reproduce.validate_parameters(bad, declared, "here")
 
 
+def test_claims_have_three_outcomes_and_string_fields() -> None:
+    Claim("c", "1", "Table 1", "2", "inconclusive", "+1.0 [-0.5, +2.5]", "paired t")
+    with pytest.raises(ValueError, match="one of reproduced, inconclusive, contradicted"):
+        Claim("c", "1", "Table 1", "2", "yes", "+1.0", "t")
+    with pytest.raises(TypeError, match="Claim.ours must be a str"):
+        Claim("c", "1", "Table 1", 2.0, "reproduced", "+1.0", "t")  # type: ignore[arg-type]
+    with pytest.raises(ReproduceError, match="re-run its notebook"):  # a report written by the old runner
+        reproduce.read_claims({"cells": [{"outputs": [{"metadata": {reproduce.CLAIMS_METADATA_KEY: [
+            {"claim": "c", "paper": "1", "ours": "2", "holds": True, "evidence": "e"}]}}]}]})
+    claims = [Claim("a", "1", "", "1", "reproduced", "+1", "t"), Claim("b", "1", "", "1", "contradicted", "-1", "t"),
+              Claim("c", "1", "", "1", "reproduced", "+2", "t")]
+    assert reproduce.outcome_counts(claims) == (
+        "3 claims: 2 reproduced, 0 inconclusive, 1 contradicted at 95% confidence.")
+
+
+def test_agreement_uses_outcome_and_intervals() -> None:
+    assert reproduce.parse_effect("+1.23 pts [+0.40, +2.06]") == (1.23, (0.40, 2.06))
+    assert reproduce.parse_effect("\u22120.5 deg [\u22121.5, 0.5]") == (-0.5, (-1.5, 0.5))
+    assert reproduce.parse_effect("n/a") == (None, None)
+
+    def claim(outcome: str, effect: str) -> Claim:
+        return Claim("c", "1", "", "1", outcome, effect, "t")
+
+    old = claim("reproduced", "+1.23 pts [+0.40, +2.06]")
+    assert reproduce.claims_agree(old, claim("reproduced", "+0.84 pts [+0.10, +1.58]"))
+    assert reproduce.claims_agree(old, claim("reproduced", "+2.30 pts [+1.00, +3.60]"))  # old point in new interval
+    assert not reproduce.claims_agree(old, claim("reproduced", "+3.50 pts [+3.10, +3.90]"))
+    assert not reproduce.claims_agree(old, claim("inconclusive", "+1.20 pts [-0.10, +2.50]"))
+    assert reproduce.claims_agree(claim("reproduced", "yes"), claim("reproduced", "yes"))
+    assert not reproduce.claims_agree(claim("reproduced", "yes"), claim("reproduced", "no"))
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True, capture_output=True)
+
+
 @pytest.mark.slow
-def test_run_skip_rerun_reports_and_readme(layout: Layout) -> None:
+def test_run_skip_rerun_reports_readme_and_check_against_committed(layout: Layout, tmp_path: Path) -> None:
     logs: list[str] = []
     runs = reproduce.reproduce("default", layout=layout, stems=[STEM, "02_later"], data=layout.readme, log=logs.append)
     assert [r.status for r in runs] == ["executed", "not written yet"]
-    assert runs[0].claims == [Claim("sum is n*scale", "4.5", "4.5", True, "x")]
+    assert runs[0].claims == [Claim("sum is n*scale", "4.5", "Table 1", "4.5", "reproduced", "+0.0 [-0.5, +0.5]", "x")]
+    assert "no committed report" in "\n".join(logs)
     executed = layout.reports_dir("default") / f"{STEM}.ipynb"
     nb = json.loads(executed.read_text())
-    assert nb["metadata"]["papermill"]["parameters"] == {"n": 3, "data": str(layout.readme.resolve())}
+    assert nb["metadata"]["papermill"]["parameters"] == {"n": 3, "data": "../README.md"}  # relative to notebooks/
+    provenance = nb["metadata"]["sphereface"]["provenance"]
+    assert provenance["dispatch_pins"] == reproduce.dispatch_environment("default") and provenance["profile"] == "default"
+    assert provenance["torch_cpu_capability"] in ("AVX2", "DEFAULT") and provenance["wall_s"] > 0
     html_dir = layout.reports_dir("default") / "html"
-    assert (html_dir / f"{STEM}.html").is_file() and "sum is n*scale" in (html_dir / "index.html").read_text()
+    page = (html_dir / f"{STEM}.html").read_text()
+    assert "# values" not in page and page.count("# Parameters") == 1  # the values used, shown once
+    assert '<script src="mathjax/tex-svg-full.js">' in page and 'src="http' not in page  # nothing from the network
+    assert (html_dir / "mathjax" / "tex-svg-full.js").is_file()
+    index = (html_dir / "index.html").read_text()
+    assert "sum is n*scale" in index and "1 claims: 1 reproduced" in index and "ATEN_CPU_CAPABILITY=avx2" in index
+    for report in [executed, *html_dir.glob("*.html"), layout.reports_dir("default") / "summary.md", layout.readme]:
+        assert str(tmp_path) not in report.read_text(), f"{report} holds an absolute path"
     readme = layout.readme.read_text()
     assert readme.startswith("# Title\n\nintro\n\n<!-- results:start -->") and readme.endswith("<!-- results:end -->\n\ntail\n")
-    assert "| sum is n\\*scale" not in readme and "| sum is n*scale | 4.5 | 4.5 | yes (x) |" in readme
+    assert "| sum is n\\*scale" not in readme
+    assert "| sum is n*scale | 4.5 (Table 1) | 4.5 | +0.0 [-0.5, +0.5] | reproduced |" in readme
+    assert "1 claims: 1 reproduced, 0 inconclusive, 0 contradicted" in readme and "Provenance of notebooks 01" in readme
     assert "make reproduce" in readme and "old" not in readme
     assert not list(layout.reports_dir("default").glob(".*partial*"))
 
+    logs.clear()
     again = reproduce.reproduce("default", layout=layout, stems=[STEM], data=layout.readme, log=logs.append)
     assert again[0].status == "up to date" and again[0].claims == runs[0].claims
+    assert "nothing was re-run" in logs[-1] and "make reproduce FORCE=1" in logs[-1]
 
-    layout.profile_file("default", STEM).write_text("n: 4\n")  # parameters changed: runs again
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "reports")
+    _git(tmp_path, "commit", "-q", "-m", "reports")
+    layout.profile_file("default", STEM).write_text("n: 4\n")  # parameters changed: runs again, and disagrees
+    logs.clear()
     changed = reproduce.reproduce("default", layout=layout, stems=[STEM], readme=False, log=logs.append)
-    assert changed[0].status == "executed" and changed[0].claims[0].ours == "6.0" and not changed[0].claims[0].holds
+    assert changed[0].status == "executed" and changed[0].claims[0].ours == "6.0"
+    assert "| reproduced, +0.0 [-0.5, +0.5] | contradicted, +1.5 [-0.5, +0.5] | NO" in logs[-1]
+    assert "0 of 1 compared claims agree" in logs[-1]
+
+    custom = reproduce.reproduce("default", layout=layout, stems=[STEM], overrides={"n": 3}, log=logs.append)
+    assert custom[0].status == "executed" and "1 of 1 compared claims agree" in logs[-1]
+    assert (layout.reports_dir("default-custom") / f"{STEM}.ipynb").is_file()
+    assert reproduce.read_claims(json.loads(executed.read_text()))[0].ours == "6.0"  # the profile's report is kept
+    assert "| 4.5 | +1.5" not in layout.readme.read_text() and "default-custom" not in layout.readme.read_text()
 
     _write_notebook(layout.notebook(STEM), "raise RuntimeError('boom')")  # failure keeps the previous result
     failed = reproduce.reproduce("default", layout=layout, stems=[STEM], readme=False, log=logs.append)
     assert failed[0].status == "failed" and "RuntimeError: boom" in (failed[0].error or "")
     assert reproduce.read_claims(json.loads(executed.read_text()))[0].ours == "6.0"
     assert (layout.reports_dir("default") / f"{STEM}.failed.ipynb").is_file()
+
+
+@pytest.mark.slow
+def test_console_stays_quiet_and_long_cells_get_a_heartbeat(layout: Layout, capfd: pytest.CaptureFixture) -> None:
+    _write_notebook(layout.notebook(STEM), "import sys, time\ntime.sleep(2.5)\nos_write = __import__('os').write\n"
+                    "os_write(2, b'KeyboardInterrupt from a worker\\n')\n" + CLAIMS_BODY)
+    logs: list[str] = []
+    reproduce.reproduce("smoke", layout=layout, stems=[STEM], log=logs.append, heartbeat_s=1.0)
+    console = capfd.readouterr()
+    assert "IPKernelApp" not in console.err + console.out and "KeyboardInterrupt" not in console.err + console.out
+    assert any(line.startswith(f"  {STEM}: cell 4/4 running") for line in logs), logs
+    assert sum(line.startswith(f"{STEM}: executed in ") for line in logs) == 1
 
 
 def test_readme_block_is_added_once_and_markers_checked(tmp_path: Path) -> None:
@@ -121,10 +222,11 @@ def test_readme_block_is_added_once_and_markers_checked(tmp_path: Path) -> None:
 def test_record_claims_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
     shown: list[tuple[dict, dict]] = []
     monkeypatch.setattr("IPython.display.display", lambda data, raw, metadata: shown.append((data, metadata)))
-    claims = [Claim("a | b", "1", "2", False, "spread 0.1")]
+    claims = [Claim("a | b", "1", "SphereFace Table 3", "2", "inconclusive", "+1.0 [-0.2, +2.2]", "paired t")]
     reproduce.record_claims(claims)
     data, metadata = shown[0]
-    assert "| a \\| b | 1 | 2 | no (spread 0.1) |" in data["text/markdown"]
+    assert "| a \\| b | 1 (SphereFace Table 3) | 2 | +1.0 [-0.2, +2.2] | inconclusive | paired t |" in data["text/markdown"]
+    assert data["text/markdown"].startswith("1 claims: 0 reproduced, 1 inconclusive")
     assert reproduce.read_claims({"cells": [{"outputs": [{"metadata": metadata}]}]}) == claims
     with pytest.raises(TypeError, match="non-empty list"):
         reproduce.record_claims([])
@@ -138,3 +240,10 @@ def test_a_partial_run_keeps_the_other_notebooks_results(layout: Layout) -> None
     by_stem = {r.stem: r for r in runs}
     assert by_stem[STEM].status == "up to date" and by_stem[STEM].claims
     assert "| sum is n*scale |" in layout.readme.read_text()
+
+
+def test_command_line_errors_are_one_line(capsys: pytest.CaptureFixture) -> None:
+    assert run_command(reproduce.main, ["--profile", "smoke", "--param", "7"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --param '7': write NAME=VALUE, e.g. iterations=200 "
+                                                            "or seeds=[0,1]"]
+    assert run_command(reproduce.main, ["--profile", "default", "--update-test-copies"]) == 2

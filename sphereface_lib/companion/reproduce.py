@@ -1,17 +1,23 @@
-"""The runner behind ``make reproduce``: every notebook under one profile, then one table of claims.
+"""The runner behind ``make reproduce``: every notebook under one profile, one table of claims, and a check
+of this run's claims against the committed reports.
 
 Conventions every notebook ``notebooks/NN_name.ipynb`` follows (see :data:`NOTEBOOKS`):
 
-* one literal cell tagged ``parameters``; a profile is ``profiles/<profile>/<stem>.yaml`` holding values
-  for some of those names. Unknown names and values of the wrong type are rejected before anything runs.
+* one cell tagged ``parameters``, one ``name: type = literal  # help`` line each (papermill's
+  ``--help-notebook`` reads them); a profile is ``profiles/<profile>/<stem>.yaml`` holding values for some
+  of those names. Unknown names and values of the wrong type are rejected before anything runs, and again
+  inside the notebook (:func:`sphereface_lib.companion.parameters.check_parameters`).
   Real data enters only through a parameter named ``data`` (``--data`` / ``make reproduce DATA=...``).
-* the notebook ends with :func:`record_claims`, which displays the claims (claim, paper, ours, verdict)
-  and stores them in the output's metadata; the runner reads them back from the executed notebook.
+* the notebook ends with :func:`record_claims`: each claim with the paper's value and its source, ours,
+  the effect with its interval and one of three outcomes (:data:`OUTCOMES`), stored in the output's
+  metadata; the runner reads them back from the executed notebook.
 
 Each notebook is executed by papermill on the ``sphereface`` kernel into a temporary file that replaces
-``reports/<profile>/<stem>.ipynb`` only on success, then rendered to ``reports/<profile>/html/``. A
-notebook whose executed copy carries the same fingerprint (notebook cells + parameters + library source)
-is skipped, so an interrupted run continues where it stopped.
+``reports/<profile>/<stem>.ipynb`` only on success, then rendered to ``reports/<profile>/html/`` (formulas
+by a bundled MathJax, offline). A notebook whose executed copy carries the same fingerprint (notebook cells
++ parameters + library source) is skipped, so an interrupted run continues where it stopped. The kernels of
+the smoke and default profiles run with the CPU dispatch pinned (:mod:`.provenance`), and every executed
+notebook records where it ran in ``metadata.sphereface.provenance``.
 """
 
 from __future__ import annotations
@@ -22,18 +28,29 @@ import hashlib
 import html
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..data.packed import atomic_write_text
-from ..errors import UserError
+from ..errors import UserError, run_command
+from . import parameters as parameter_types
+from .statistics import CONFIDENCE, OUTCOMES
+from .provenance import (
+    COMMIT_VARIABLE, PROFILE_VARIABLE, dispatch_environment, library_commit, provenance_lines, provenance_markdown,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LIBRARY_DIR = Path(__file__).resolve().parents[1]
+MATHJAX_DIR = Path(__file__).resolve().parent / "assets" / "mathjax"
+MATHJAX_SCRIPT = "tex-svg-full.js"
 KERNEL_NAME = "sphereface"
 PROFILES: tuple[str, ...] = ("smoke", "default", "paper")
 NOTEBOOKS: tuple[str, ...] = (
@@ -48,6 +65,8 @@ NOTEBOOKS: tuple[str, ...] = (
 CLAIMS_METADATA_KEY = "sphereface_claims"
 RESULTS_START = "<!-- results:start -->"
 RESULTS_END = "<!-- results:end -->"
+CUSTOM_SUFFIX = "-custom"
+HEARTBEAT_S = 30.0
 
 
 class ReproduceError(UserError):
@@ -59,21 +78,32 @@ class ReproduceError(UserError):
 
 @dataclass(frozen=True)
 class Claim:
-    """One row of the results table: the paper's statement, its value (typed from the paper), ours, the test.
+    """One row of the results table: the paper's statement and value, ours, the effect and the outcome.
 
-    ``holds`` must be computed from the data; ``evidence`` says how (e.g. the margin against the spread).
+    ``paper_source`` says where the typed value comes from (e.g. "SphereFace Table 3; CosFace Table 2");
+    ``effect`` is the tested quantity with its interval (e.g. "+1.23 pts [+0.40, +2.06]"); ``outcome`` is
+    one of :data:`OUTCOMES`, computed from the data; ``evidence`` names the method.
     """
 
     claim: str
     paper: str
+    paper_source: str
     ours: str
-    holds: bool
+    outcome: str
+    effect: str
     evidence: str
 
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, str):
+                raise TypeError(f"Claim.{name} must be a str, got {type(value).__name__} {value!r}")
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"Claim.outcome must be one of {', '.join(OUTCOMES)}, got {self.outcome!r}")
+
     @property
-    def verdict(self) -> str:
-        """'yes' or 'no', then the evidence it rests on."""
-        return f"{'yes' if self.holds else 'no'} ({self.evidence})"
+    def paper_cited(self) -> str:
+        """The paper's value followed by its source in parentheses."""
+        return f"{self.paper} ({self.paper_source})" if self.paper_source else self.paper
 
 
 def _markdown_cell(text: str) -> str:
@@ -81,14 +111,21 @@ def _markdown_cell(text: str) -> str:
 
 
 def claims_markdown(claims: Sequence[Claim]) -> str:
-    """The claims as a Markdown table: claim | paper | ours | verdict."""
-    rows = ["| claim | paper | ours | verdict |", "| --- | --- | --- | --- |"]
+    """The claims as a Markdown table: claim | paper (source) | ours | effect [interval] | outcome | evidence."""
+    rows = ["| claim | paper | ours | effect [interval] | outcome | evidence |", "| --- | --- | --- | --- | --- | --- |"]
     rows += [
-        f"| {_markdown_cell(c.claim)} | {_markdown_cell(c.paper)} | {_markdown_cell(c.ours)} | "
-        f"{_markdown_cell(c.verdict)} |"
+        "| " + " | ".join(_markdown_cell(v) for v in (c.claim, c.paper_cited, c.ours, c.effect, c.outcome, c.evidence))
+        + " |"
         for c in claims
     ]
     return "\n".join(rows)
+
+
+def outcome_counts(claims: Sequence[Claim]) -> str:
+    """One sentence: how many claims reproduced, were inconclusive, were contradicted."""
+    counts = {o: sum(c.outcome == o for c in claims) for o in OUTCOMES}
+    return (f"{len(claims)} claims: {counts['reproduced']} reproduced, {counts['inconclusive']} inconclusive, "
+            f"{counts['contradicted']} contradicted at {CONFIDENCE * 100:.4g}% confidence.")
 
 
 def record_claims(claims: Sequence[Claim]) -> None:
@@ -101,7 +138,7 @@ def record_claims(claims: Sequence[Claim]) -> None:
     claims = list(claims)
     if not claims or not all(isinstance(c, Claim) for c in claims):
         raise TypeError("record_claims: pass a non-empty list of sphereface_lib.companion.reproduce.Claim")
-    table = claims_markdown(claims)
+    table = outcome_counts(claims) + "\n\n" + claims_markdown(claims)
     display(
         {"text/markdown": table, "text/plain": table},
         raw=True,
@@ -115,7 +152,13 @@ def read_claims(notebook: dict[str, Any]) -> list[Claim]:
     for cell in notebook.get("cells", []):
         for output in cell.get("outputs", []):
             for raw in output.get("metadata", {}).get(CLAIMS_METADATA_KEY, []):
-                claims.append(Claim(**raw))
+                try:
+                    claims.append(Claim(**raw))
+                except (TypeError, ValueError) as err:
+                    raise ReproduceError(
+                        f"a report holds a claim this runner cannot read ({err}); re-run its notebook: "
+                        "make reproduce FORCE=1"
+                    ) from None
     return claims
 
 
@@ -137,12 +180,13 @@ class Layout:
     def profile_file(self, profile: str, stem: str) -> Path:
         return self.profiles_dir / profile / f"{stem}.yaml"
 
-    def reports_dir(self, profile: str) -> Path:
-        return self.reports_root / profile
+    def reports_dir(self, reports_name: str) -> Path:
+        """``reports/<profile>`` (or ``reports/<profile>-custom`` for runs with ``--param``)."""
+        return self.reports_root / reports_name
 
 
 def declared_parameters(notebook: Path) -> dict[str, dict[str, Any]]:
-    """The names, inferred types and defaults of the notebook's ``parameters`` cell (papermill inspection)."""
+    """The names, declared types and defaults of the notebook's ``parameters`` cell (papermill inspection)."""
     import papermill
 
     declared = papermill.inspect_notebook(str(notebook))
@@ -176,15 +220,32 @@ def _type_matches(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def validate_parameters(values: dict[str, Any], declared: dict[str, dict[str, Any]], source: str) -> None:
-    """Reject names the notebook does not declare and values whose type differs from the default's.
+def _declared_type(spec: dict[str, Any]) -> str | None:
+    """The parameter's annotation as papermill read it, or None when the line has none."""
+    name = spec.get("inferred_type_name")
+    return name if name and name != "None" else None
 
-    ``source`` names where the values came from (a profile file, ``--data``) for the error message.
+
+def validate_parameters(values: dict[str, Any], declared: dict[str, dict[str, Any]], source: str) -> None:
+    """Reject names the notebook does not declare and values of the wrong type.
+
+    The type is the parameter's annotation when it has one (list elements and ``Optional`` included),
+    else the type of its default. ``source`` names where the values came from, for the error message.
     """
     problems = []
     for name, value in values.items():
         if name not in declared:
             problems.append(f"unknown parameter {name!r}; the notebook declares: {', '.join(sorted(declared))}")
+            continue
+        annotation = _declared_type(declared[name])
+        if annotation is not None:
+            try:
+                ok = parameter_types.matches(value, annotation)
+            except parameter_types.ParameterError as err:
+                raise ReproduceError(f"parameter {name!r} of the notebook: {err}") from None
+            if not ok:
+                problems.append(f"parameter {name!r} = {value!r} ({type(value).__name__}) but the notebook "
+                                f"declares {annotation}; give a {annotation}")
             continue
         literal, default = _default_value(declared[name])
         if literal and not _type_matches(value, default):
@@ -215,14 +276,36 @@ def load_profile(layout: Layout, profile: str, stem: str) -> dict[str, Any]:
     return values
 
 
-def resolve_parameters(layout: Layout, profile: str, stem: str, data: Path | None = None) -> dict[str, Any]:
-    """The profile's values for one notebook, plus ``data`` when given and declared, all validated."""
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` items (several may share one string: ``"iterations=200 seeds=[0, 1]"``), VALUE in YAML."""
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for item in items:
+        for part in re.split(r"\s+(?=[A-Za-z_]\w*=)", item.strip()):
+            name, sep, text = part.partition("=")
+            if not sep or not name.isidentifier():
+                raise ReproduceError(f"--param {part!r}: write NAME=VALUE, e.g. iterations=200 or seeds=[0,1]")
+            try:
+                overrides[name] = yaml.safe_load(text)
+            except yaml.YAMLError as err:
+                raise ReproduceError(f"--param {part!r}: the value is not valid YAML ({err})") from None
+    return overrides
+
+
+def resolve_parameters(
+    layout: Layout, profile: str, stem: str, data: str | None = None, overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The profile's values for one notebook, then ``overrides`` and ``data`` where declared, all validated."""
     declared = declared_parameters(layout.notebook(stem))
     values = load_profile(layout, profile, stem)
     validate_parameters(values, declared, str(layout.profile_file(profile, stem)))
+    extra = {k: v for k, v in (overrides or {}).items() if k in declared}
     if data is not None and "data" in declared:
-        values["data"] = str(data)
-        validate_parameters({"data": values["data"]}, declared, f"--data {data}")
+        extra["data"] = data
+    if extra:
+        validate_parameters(extra, declared, f"{stem}: --param/--data")
+        values.update(extra)
     return values
 
 
@@ -261,6 +344,7 @@ class NotebookRun:
     wall_s: float | None = None
     claims: list[Claim] = field(default_factory=list)
     error: str | None = None
+    provenance: dict[str, Any] | None = None
 
 
 def _stored_metadata(executed: Path) -> dict[str, Any]:
@@ -272,12 +356,43 @@ def _stored_metadata(executed: Path) -> dict[str, Any]:
         return {}
 
 
+def _install_mathjax(html_dir: Path) -> None:
+    """Copy the bundled MathJax next to the pages (once; again when the bundle changed)."""
+    target = html_dir / "mathjax"
+    for name in (MATHJAX_SCRIPT, "LICENSE"):
+        src, dst = MATHJAX_DIR / name, target / name
+        if not dst.is_file() or dst.read_bytes() != src.read_bytes():
+            target.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{name}.{os.getpid()}.tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+
+
+#: MathJax 3 reads this before it loads: $...$ inline as in Jupyter, SVG output (no font files needed)
+MATHJAX_CONFIG = (
+    "<script>window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], displayMath: [['$$', '$$'], "
+    "['\\\\[', '\\\\]']], processEscapes: true, processEnvironments: true}, svg: {fontCache: 'global'}};</script>"
+)
+
+
 def render_html(executed: Path, html_path: Path) -> None:
-    """The executed notebook as one self-contained HTML page (figures embedded), written atomically."""
+    """The executed notebook as an HTML page (figures embedded, formulas by the bundled MathJax, no network),
+    written atomically. The parameters are shown once: the values papermill injected, when it did."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nbformat.read(str(executed), as_version=4))
+    nb = nbformat.read(str(executed), as_version=4)
+    if any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells):
+        nb.cells = [c for c in nb.cells if "parameters" not in c.metadata.get("tags", [])]
+    url = f"mathjax/{MATHJAX_SCRIPT}"
+    exporter = HTMLExporter(embed_images=True, mathjax_url=url)
+    body, _ = exporter.from_notebook_node(nb)
+    for cdn, local in ((f'<script src="{exporter.require_js_url}"></script>', ""),
+                       (f'<script src="{url}"> </script>', f'{MATHJAX_CONFIG}\n<script src="{url}"></script>')):
+        if cdn not in body:
+            raise RuntimeError(f"nbconvert's template changed: {cdn!r} not found in the page")
+        body = body.replace(cdn, local)
+    _install_mathjax(html_path.parent)
     atomic_write_text(html_path, body)
 
 
@@ -293,46 +408,170 @@ def check_kernel(kernel_name: str) -> None:
         ) from None
 
 
-def execute_notebook(
-    layout: Layout, profile: str, stem: str, parameters: dict[str, Any], library: str,
-    kernel_name: str = KERNEL_NAME,
-) -> NotebookRun:
-    """Run one notebook with papermill into ``reports/<profile>/<stem>.ipynb`` (atomically) and render it.
-    ``library`` is the :func:`library_fingerprint` taken before the run, stored with the result.
+def quiet_kernel_manager(env: dict[str, str], console_log: Path) -> type:
+    """A kernel manager whose kernel gets ``env`` on top of ours and writes its console (the transport
+    warning, worker processes' tracebacks at shutdown) to ``console_log`` instead of the user's terminal."""
+    from jupyter_client.manager import AsyncKernelManager
 
-    On failure the partial notebook is kept as ``<stem>.failed.ipynb`` and the previous result is untouched.
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            kw["env"] = {**(kw.get("env") or os.environ), **env}
+            with open(console_log, "ab") as log:
+                kw["stdout"] = kw["stderr"] = log
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return QuietKernelManager
+
+
+def _heartbeat(partial: Path, stem: str, start: float, stop: threading.Event, log: Callable[[str], None],
+               every_s: float) -> None:
+    """Every ``every_s`` seconds, one line naming the cell papermill is running (it saves at each cell start)."""
+    while not stop.wait(every_s):
+        try:
+            cells = json.loads(partial.read_text())["cells"]
+        except (OSError, ValueError, KeyError):
+            continue  # not written yet, or caught mid-write
+        running = [i for i, c in enumerate(cells) if c.get("metadata", {}).get("papermill", {}).get("status") == "running"]
+        if running:
+            log(f"  {stem}: cell {running[0] + 1}/{len(cells)} running, {time.perf_counter() - start:.0f} s")
+
+
+def kernel_provenance(env: dict[str, str]) -> dict[str, Any]:
+    """The provenance block as a kernel with ``env`` sees it (torch, MKL and oneDNN read the pins at load)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "sphereface_lib.companion.provenance"], env={**os.environ, **env},
+        capture_output=True, text=True, check=True, cwd=PROJECT_ROOT, timeout=300,
+    ).stdout
+    return json.loads(out)
+
+
+def execute_notebook(
+    layout: Layout, reports_name: str, stem: str, parameters: dict[str, Any], library: str,
+    kernel_name: str = KERNEL_NAME, env: dict[str, str] | None = None, provenance: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print, heartbeat_s: float = HEARTBEAT_S,
+) -> NotebookRun:
+    """Run one notebook with papermill into ``reports/<reports_name>/<stem>.ipynb`` (atomically) and render it.
+
+    ``library`` is the :func:`library_fingerprint` taken before the run; ``env`` is added to the kernel's
+    environment; ``provenance`` (plus the wall time) goes to ``metadata.sphereface.provenance``.
+    On failure the partial notebook is kept as ``<stem>.failed.ipynb`` (and the kernel's console as
+    ``<stem>.failed.log``) and the previous result is untouched.
     """
     import nbformat
     import papermill
 
-    reports = layout.reports_dir(profile)
+    reports = layout.reports_dir(reports_name)
     reports.mkdir(parents=True, exist_ok=True)
     final = reports / f"{stem}.ipynb"
     tmp = reports / f".{stem}.partial.ipynb"
+    fd, console_name = tempfile.mkstemp(prefix=f"{stem}.", suffix=".kernel.log")
+    os.close(fd)
+    console = Path(console_name)
     start = time.perf_counter()
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(tmp, stem, start, stop, log, heartbeat_s), daemon=True)
+    beat.start()
     try:
         papermill.execute_notebook(
             str(layout.notebook(stem)), str(tmp), parameters=parameters, kernel_name=kernel_name,
             cwd=str(layout.notebooks_dir), progress_bar=False,
+            kernel_manager_class=quiet_kernel_manager(env or {}, console),
         )
     except papermill.PapermillExecutionError as err:
         os.replace(tmp, reports / f"{stem}.failed.ipynb")
+        shutil.move(console, reports / f"{stem}.failed.log")
         return NotebookRun(stem, "failed", time.perf_counter() - start, error=f"{err.ename}: {err.evalue}")
+    finally:
+        stop.set()
+        beat.join()
+    console.unlink(missing_ok=True)
     wall_s = time.perf_counter() - start
     nb = nbformat.read(str(tmp), as_version=4)
     nb.metadata.papermill["input_path"] = f"notebooks/{stem}.ipynb"
-    nb.metadata.papermill["output_path"] = f"reports/{profile}/{stem}.ipynb"
+    nb.metadata.papermill["output_path"] = f"reports/{reports_name}/{stem}.ipynb"
+    block = {**(provenance or {}), "wall_s": round(wall_s, 1)}
     nb.metadata["sphereface"] = {
-        "profile": profile,
+        "profile": reports_name,
         "source_fingerprint": source_fingerprint(layout.notebook(stem), parameters),
         "library_fingerprint": library,
         "wall_s": round(wall_s, 1),
+        "provenance": block,
     }
     nbformat.write(nb, str(tmp))
     os.replace(tmp, final)
     (reports / f"{stem}.failed.ipynb").unlink(missing_ok=True)
+    (reports / f"{stem}.failed.log").unlink(missing_ok=True)
     render_html(final, reports / "html" / f"{stem}.html")
-    return NotebookRun(stem, "executed", wall_s, read_claims(json.loads(final.read_text())))
+    return NotebookRun(stem, "executed", wall_s, read_claims(json.loads(final.read_text())), provenance=block)
+
+
+# ------------------------------------------------------------------------------- committed comparison
+
+
+def committed_claims(executed: Path) -> list[Claim] | None:
+    """The claims of ``executed`` as committed at git ``HEAD`` (None: no git, not committed, unreadable)."""
+    folder = executed.parent
+    while not folder.is_dir():
+        folder = folder.parent
+    try:
+        top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, check=True, timeout=30).stdout.strip()
+        relative = executed.resolve().relative_to(Path(top).resolve()).as_posix()
+        text = subprocess.run(["git", "-C", top, "show", f"HEAD:{relative}"], capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+        return read_claims(json.loads(text))
+    except (OSError, subprocess.SubprocessError, ValueError, ReproduceError):
+        return None
+
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+
+
+def parse_effect(effect: str) -> tuple[float | None, tuple[float, float] | None]:
+    """(point, (low, high)) from an effect such as ``"+1.23 pts [+0.40, +2.06]"`` (None where absent)."""
+    text = effect.replace("\u2212", "-")
+    head, _, tail = text.partition("[")
+    point = re.search(_NUMBER, head)
+    bounds = re.findall(_NUMBER, tail.split("]")[0]) if tail else []
+    interval = (float(bounds[0]), float(bounds[1])) if len(bounds) >= 2 else None
+    return (float(point.group()) if point else None), interval
+
+
+def claims_agree(committed: Claim, ours: Claim) -> bool:
+    """Same outcome, and one run's effect inside the other's interval (equal effects where none is given)."""
+    if committed.outcome != ours.outcome:
+        return False
+    (p_old, i_old), (p_new, i_new) = parse_effect(committed.effect), parse_effect(ours.effect)
+    inside = [p is not None and i is not None and i[0] <= p <= i[1] for p, i in ((p_new, i_old), (p_old, i_new))]
+    if i_old is None and i_new is None:
+        return committed.effect == ours.effect
+    return any(inside)
+
+
+def reproduction_table(runs: Sequence[NotebookRun], committed: dict[str, list[Claim] | None]) -> str:
+    """This run's claims beside the committed reports': claim | committed | this run | agree."""
+    lines = ["claim | committed: outcome, effect | this run: outcome, effect | agree"]
+    agreed = compared = 0
+    for run in runs:
+        if run.status != "executed":
+            continue
+        old = {c.claim: c for c in committed.get(run.stem) or []}
+        for c in run.claims:
+            before = old.get(c.claim)
+            if before is None:
+                verdict = "no committed claim" if committed.get(run.stem) is not None else "no committed report"
+                lines.append(f"[{run.stem[:2]}] {c.claim} | - | {c.outcome}, {c.effect} | {verdict}")
+                continue
+            same = claims_agree(before, c)
+            agreed, compared = agreed + same, compared + 1
+            lines.append(f"[{run.stem[:2]}] {c.claim} | {before.outcome}, {before.effect} | {c.outcome}, {c.effect} | "
+                         f"{'yes' if same else 'NO'}")
+    lines.append(f"{agreed} of {compared} compared claims agree with the committed reports "
+                 "(same outcome, and one effect inside the other's interval)")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- running
 
 
 def reproduce(
@@ -341,60 +580,87 @@ def reproduce(
     layout: Layout = Layout(),
     stems: Sequence[str] = NOTEBOOKS,
     data: Path | None = None,
+    overrides: dict[str, Any] | None = None,
     force: bool = False,
     kernel_name: str = KERNEL_NAME,
     readme: bool | None = None,
-    log=print,
+    log: Callable[[str], None] = print,
+    heartbeat_s: float = HEARTBEAT_S,
 ) -> list[NotebookRun]:
     """Run (or skip when up to date) every notebook of ``stems`` under ``profile``; write index and summary.
 
-    All parameters are validated before the first notebook runs. ``readme`` (default: only for the
-    ``default`` profile) rewrites the results block of the README.
+    All parameters are validated before the first notebook runs. With ``overrides`` (``--param``) the
+    results go to ``reports/<profile>-custom/`` and never replace the profile's own reports. ``readme``
+    (default: only for the ``default`` profile without overrides) rewrites the results block of the README.
+    After running, the claims are compared with the committed reports of the profile (logged).
     """
     if profile not in PROFILES:
         raise ReproduceError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    data_param = None
     if data is not None:
         data = Path(data).resolve()
         if not data.exists():
             raise ReproduceError(f"--data {data}: no such file or folder; give a packed dataset from data_prep/")
+        data_param = os.path.relpath(data, layout.notebooks_dir.resolve())  # the kernel runs in notebooks/
+    overrides = dict(overrides or {})
+    reports_name = profile + CUSTOM_SUFFIX if overrides else profile
     present = [s for s in stems if layout.notebook(s).is_file()]
-    parameters = {s: resolve_parameters(layout, profile, s, data) for s in present}
+    parameters = {s: resolve_parameters(layout, profile, s, data_param, overrides) for s in present}
     if data is not None and not any("data" in p for p in parameters.values()):
         log(f"note: no notebook run here declares a 'data' parameter; --data {data} is unused")
+    unused = sorted(set(overrides) - {n for s in present for n in declared_parameters(layout.notebook(s))})
+    if unused:
+        raise ReproduceError(f"--param {', '.join(unused)}: no notebook run here declares it")
     check_kernel(kernel_name)
     library = library_fingerprint()
+    env = {**dispatch_environment(profile), PROFILE_VARIABLE: reports_name, COMMIT_VARIABLE: library_commit()}
+    provenance: dict[str, Any] | None = None
+    committed: dict[str, list[Claim] | None] = {}
     runs: list[NotebookRun] = []
     for stem in sorted(set(stems) | {p.stem for p in layout.notebooks_dir.glob("*.ipynb")}):
         if not layout.notebook(stem).is_file():
             runs.append(NotebookRun(stem, "not written yet"))
             continue
-        executed = layout.reports_dir(profile) / f"{stem}.ipynb"
+        executed = layout.reports_dir(reports_name) / f"{stem}.ipynb"
         stored = _stored_metadata(executed)
         if stem not in parameters:  # not asked for this time: its last results stay in the summary
             if executed.is_file():
                 fresh = stored.get("library_fingerprint") == library and stored.get("source_fingerprint") == (
-                    source_fingerprint(layout.notebook(stem), resolve_parameters(layout, profile, stem, data)))
+                    source_fingerprint(layout.notebook(stem), resolve_parameters(layout, profile, stem, data_param,
+                                                                                 overrides)))
                 runs.append(NotebookRun(stem, "up to date" if fresh else "stale (not re-run)", stored.get("wall_s"),
-                                        read_claims(json.loads(executed.read_text()))))
+                                        read_claims(json.loads(executed.read_text())), provenance=stored.get("provenance")))
             else:
                 runs.append(NotebookRun(stem, "not run yet"))
             continue
         current = source_fingerprint(layout.notebook(stem), parameters[stem])
         if not force and stored.get("source_fingerprint") == current and stored.get("library_fingerprint") == library:
-            html_path = layout.reports_dir(profile) / "html" / f"{stem}.html"
+            html_path = layout.reports_dir(reports_name) / "html" / f"{stem}.html"
             if not html_path.is_file():
                 render_html(executed, html_path)
-            run = NotebookRun(stem, "up to date", stored.get("wall_s"), read_claims(json.loads(executed.read_text())))
+            run = NotebookRun(stem, "up to date", stored.get("wall_s"), read_claims(json.loads(executed.read_text())),
+                              provenance=stored.get("provenance"))
+            log(f"{stem}: up to date" + (f" (ran in {run.wall_s:.1f} s)" if run.wall_s is not None else ""))
         else:
-            log(f"running {stem} ({profile}) ...")
-            run = execute_notebook(layout, profile, stem, parameters[stem], library, kernel_name)
-        log(f"  {stem}: {run.status}" + (f", {run.wall_s:.1f} s" if run.wall_s is not None else "")
-            + (f" — {run.error}" if run.error else ""))
+            committed[stem] = committed_claims(layout.reports_dir(profile) / f"{stem}.ipynb")
+            if provenance is None:
+                provenance = kernel_provenance(env)
+            log(f"{stem}: running ({reports_name})")
+            run = execute_notebook(layout, reports_name, stem, parameters[stem], library, kernel_name, env,
+                                   provenance, log, heartbeat_s)
+            log(f"{stem}: {run.status} in {run.wall_s:.1f} s" + (f" — {run.error}" if run.error else ""))
         runs.append(run)
-    write_index(layout, profile, runs)
-    atomic_write_text(layout.reports_dir(profile) / "summary.md", summary_markdown(profile, runs, link_root=""))
-    if readme if readme is not None else profile == "default":
-        update_readme(layout.readme, summary_markdown(profile, runs, link_root=f"reports/{profile}/"))
+    reports = layout.reports_dir(reports_name)
+    write_index(layout, reports_name, runs)
+    atomic_write_text(reports / "summary.md", summary_markdown(reports_name, runs, link_root=""))
+    if readme if readme is not None else reports_name == "default":
+        update_readme(layout.readme, summary_markdown(reports_name, runs, link_root=f"reports/{reports_name}/"))
+    if committed:
+        log("\nreproduction check against the committed reports/" + profile + "/:\n"
+            + reproduction_table(runs, committed))
+    else:
+        log(f"\nnothing was re-run: every report is up to date with its notebook, parameters and the library; "
+            f"to run them again: {reproduce_command(profile)} FORCE=1")
     return runs
 
 
@@ -406,69 +672,97 @@ def reproduce_command(profile: str) -> str:
     return "make reproduce" if profile == "default" else f"make reproduce PROFILE={profile}"
 
 
-def summary_markdown(profile: str, runs: Sequence[NotebookRun], link_root: str) -> str:
-    """The results table of every notebook's claims (notebook | claim | paper | ours | verdict)."""
+def _provenance_groups(runs: Sequence[NotebookRun]) -> list[tuple[list[str], dict[str, Any]]]:
+    """The distinct provenance blocks (wall time aside) and the notebooks each one covers."""
+    groups: dict[str, tuple[list[str], dict[str, Any]]] = {}
+    for run in runs:
+        if run.provenance:
+            block = {k: v for k, v in run.provenance.items() if k != "wall_s"}
+            groups.setdefault(json.dumps(block, sort_keys=True), ([], block))[0].append(run.stem[:2])
+    return list(groups.values())
+
+
+def summary_markdown(reports_name: str, runs: Sequence[NotebookRun], link_root: str) -> str:
+    """Outcome counts, the results table (notebook | claim | paper (source) | ours | effect | outcome),
+    wall times and where the reports were made."""
+    claims = [c for r in runs for c in r.claims]
+    profile = reports_name.removesuffix(CUSTOM_SUFFIX)
     lines = [
-        f"Produced by `{reproduce_command(profile)}` (profile `{profile}`); regenerated on every run, "
+        f"Produced by `{reproduce_command(profile)}` (profile `{reports_name}`); regenerated on every run, "
         "not edited by hand.",
         "",
-        "| notebook | claim | paper | ours | verdict |",
-        "| --- | --- | --- | --- | --- |",
+        outcome_counts(claims),
+        "",
+        "| notebook | claim | paper | ours | effect [interval] | outcome |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for run in runs:
         link = f"[{run.stem[:2]}]({link_root}html/{run.stem}.html)"
         if not run.claims:
-            lines.append(f"| {run.stem[:2]} | {run.stem} | | | {run.status} |")
+            lines.append(f"| {run.stem[:2]} | {run.stem} | | | | {run.status} |")
         for c in run.claims:
-            lines.append(
-                f"| {link} | {_markdown_cell(c.claim)} | {_markdown_cell(c.paper)} | {_markdown_cell(c.ours)} | "
-                f"{_markdown_cell(c.verdict)} |"
-            )
+            lines.append(f"| {link} | " + " | ".join(_markdown_cell(v) for v in (c.claim, c.paper_cited, c.ours,
+                                                                                   c.effect, c.outcome)) + " |")
+    walls = [f"{r.stem[:2]} {r.wall_s:.0f} s" for r in runs if r.wall_s is not None]
+    if walls:
+        lines += ["", "Wall time per notebook: " + ", ".join(walls) + "."]
+    for stems, block in _provenance_groups(runs):
+        lines += ["", f"Provenance of notebooks {', '.join(stems)}:", "", provenance_markdown(block)]
     return "\n".join(lines)
 
 
 def summary_text(runs: Sequence[NotebookRun]) -> str:
-    """Plain-text wall times and claims, for the terminal."""
-    width = max(len(r.stem) for r in runs)
-    lines = ["notebook".ljust(width) + "  status            wall time"]
-    for r in runs:
-        wall = f"{r.wall_s:8.1f} s" if r.wall_s is not None else "       -"
-        lines.append(f"{r.stem.ljust(width)}  {r.status:<16}  {wall}")
-    lines += ["", "claim | paper | ours | verdict"]
-    lines += [f"[{r.stem[:2]}] {c.claim} | {c.paper} | {c.ours} | {c.verdict}" for r in runs for c in r.claims]
+    """Plain-text outcome counts and claims, for the terminal."""
+    claims = [c for r in runs for c in r.claims]
+    lines = [outcome_counts(claims), "", "claim | paper | ours | effect [interval] | outcome"]
+    lines += [f"[{r.stem[:2]}] {c.claim} | {c.paper_cited} | {c.ours} | {c.effect} | {c.outcome}"
+              for r in runs for c in r.claims]
+    lines += [f"[{r.stem[:2]}] {r.stem}: {r.status}" for r in runs if r.status not in ("executed", "up to date")]
     return "\n".join(lines)
 
 
-def write_index(layout: Layout, profile: str, runs: Sequence[NotebookRun]) -> None:
-    """``reports/<profile>/html/index.html``: a link per rendered notebook and the table of claims."""
+def write_index(layout: Layout, reports_name: str, runs: Sequence[NotebookRun]) -> None:
+    """``reports/<name>/html/index.html``: a link per rendered notebook, the claims table and the provenance."""
+    esc = html.escape
     rows = []
     for run in runs:
-        page = layout.reports_dir(profile) / "html" / f"{run.stem}.html"
-        name = f'<a href="{run.stem}.html">{html.escape(run.stem)}</a>' if page.is_file() else html.escape(run.stem)
+        page = layout.reports_dir(reports_name) / "html" / f"{run.stem}.html"
+        name = f'<a href="{run.stem}.html">{esc(run.stem)}</a>' if page.is_file() else esc(run.stem)
         wall = f"{run.wall_s:.1f} s" if run.wall_s is not None else ""
-        rows.append(f"<tr><td>{name}</td><td>{html.escape(run.status)}</td><td>{wall}</td></tr>")
+        rows.append(f"<tr><td>{name}</td><td>{esc(run.status)}</td><td>{wall}</td></tr>")
     claim_rows = [
-        f"<tr><td>{run.stem[:2]}</td><td>{html.escape(c.claim)}</td><td>{html.escape(c.paper)}</td>"
-        f"<td>{html.escape(c.ours)}</td><td>{html.escape(c.verdict)}</td></tr>"
+        f"<tr><td>{run.stem[:2]}</td>" + "".join(f"<td>{esc(v)}</td>" for v in (c.claim, c.paper_cited, c.ours, c.effect))
+        + f'<td class="{c.outcome}">{c.outcome}</td></tr>'
         for run in runs
         for c in run.claims
     ]
+    provenance = "".join(
+        f"<p>Notebooks {', '.join(stems)}:</p><ul>"
+        + "".join(f"<li>{esc(line.replace('`', ''))}</li>" for line in provenance_lines(block)) + "</ul>"
+        for stems, block in _provenance_groups(runs)
+    ) or "<p>No notebook has run yet.</p>"
+    profile = reports_name.removesuffix(CUSTOM_SUFFIX)
     page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>SphereFace companion: {profile} profile</title>
+<html><head><meta charset="utf-8"><title>SphereFace companion: {esc(reports_name)} profile</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head>
-<body><h1>SphereFace companion: {profile} profile</h1>
-<p>Produced by <code>{html.escape(reproduce_command(profile))}</code>.</p>
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.reproduced{{color:#1a7f37}}
+.contradicted{{color:#cf222e}}.inconclusive{{color:#6e7781}}</style></head>
+<body><h1>SphereFace companion: {esc(reports_name)} profile</h1>
+<p>Produced by <code>{esc(reproduce_command(profile))}</code>.</p>
 <h2>Notebooks</h2>
 <table><tr><th>notebook</th><th>status</th><th>wall time</th></tr>
 {chr(10).join(rows)}
 </table>
 <h2>Claims</h2>
-<table><tr><th>notebook</th><th>claim</th><th>paper</th><th>ours</th><th>verdict</th></tr>
+<p>{esc(outcome_counts([c for r in runs for c in r.claims]))}</p>
+<table><tr><th>notebook</th><th>claim</th><th>paper</th><th>ours</th><th>effect [interval]</th><th>outcome</th></tr>
 {chr(10).join(claim_rows)}
-</table></body></html>
+</table>
+<h2>Provenance</h2>
+{provenance}
+</body></html>
 """
-    atomic_write_text(layout.reports_dir(profile) / "html" / "index.html", page)
+    atomic_write_text(layout.reports_dir(reports_name) / "html" / "index.html", page)
 
 
 def update_readme(readme: Path, table: str) -> None:
@@ -509,12 +803,27 @@ def _select(prefixes: Sequence[str] | None) -> list[str]:
     return chosen
 
 
+EPILOG = """\
+Make targets: make reproduce [PROFILE=smoke|default|paper] [FORCE=1] [DATA=<pack>] [PARAMS="NAME=VALUE ..."].
+Overrides (--param / PARAMS) are validated like profile values and apply to every notebook that declares
+the name; their results go to reports/<profile>-custom/, never over the profile's own (committed) reports,
+and the README is not touched. After running, each claim is compared with the committed report of the
+same profile (git HEAD): same outcome, and one run's effect inside the other's interval.
+The smoke and default profiles run their kernels with the CPU dispatch pinned (ATEN_CPU_CAPABILITY=avx2,
+MKL_CBWR=AVX2, ONEDNN_MAX_CPU_ISA=AVX2) so that x86-64 machines with AVX2 compute the same numbers."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line of ``make reproduce``."""
-    parser = argparse.ArgumentParser(prog="python -m sphereface_lib.companion.reproduce", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sphereface_lib.companion.reproduce",
+                                     description=__doc__.split("\n")[0], epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="default", choices=PROFILES)
     parser.add_argument("--data", type=Path, help="real packed dataset, passed as the 'data' parameter")
     parser.add_argument("--notebooks", nargs="+", metavar="PREFIX", help="run only these (e.g. 01 04)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a parameter (YAML value; repeat, or several in one quoted string); "
+                             "results go to reports/<profile>-custom/")
     parser.add_argument("--force", action="store_true", help="re-run notebooks even when up to date")
     parser.add_argument("--kernel", default=KERNEL_NAME, help="Jupyter kernel (installed by `make venv`)")
     parser.add_argument(
@@ -522,17 +831,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="(smoke profile) copy the executed notebooks into tests/notebooks/ for nbval",
     )
     args = parser.parse_args(argv)
-    try:
-        if args.update_test_copies and args.profile != "smoke":
-            raise ReproduceError("--update-test-copies needs --profile smoke")
-        stems = _select(args.notebooks)
-        runs = reproduce(args.profile, stems=stems, data=args.data, force=args.force, kernel_name=args.kernel)
-    except ReproduceError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.update_test_copies and (args.profile != "smoke" or args.param):
+        raise ReproduceError("--update-test-copies needs --profile smoke and no --param")
+    stems = _select(args.notebooks)
+    runs = reproduce(args.profile, stems=stems, data=args.data, overrides=parse_overrides(args.param),
+                     force=args.force, kernel_name=args.kernel)
+    name = args.profile + (CUSTOM_SUFFIX if args.param else "")
     print()
     print(summary_text(runs))
-    print(f"\nreports: {Layout().reports_dir(args.profile)}/html/index.html")
+    print(f"\nreports: reports/{name}/html/index.html")
     if args.update_test_copies:
         for path in update_test_copies(Layout(), stems, PROJECT_ROOT / "tests" / "notebooks"):
             print(f"updated {path.relative_to(PROJECT_ROOT)}")
@@ -540,4 +847,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))
