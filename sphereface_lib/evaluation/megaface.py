@@ -8,10 +8,12 @@ scoring at least as high as the mate (ties count against the mate). Verification
 pairs of probe images of one identity, impostor pairs are all (probe, distractor) pairs.
 
 The distractor set of size D is the first D rows of a fixed-seed permutation, so the sets are nested.
-Distractors are streamed in chunks; for each probe only its top ``max_rank`` distractor scores are kept
-(enough for the CMC up to ``max_rank``), impostor scores go to a fixed histogram (for the ROC) and to a
-short list of the highest ones (for an exact TAR at the requested FARs). Memory stays bounded by
-``probes x chunk_size`` whatever the number of distractors.
+Distractors are streamed in chunks. Each chunk's probe x distractor score matrix is one matrix product,
+then one pass of a compiled kernel (numba, parallel over probes) that clamps each score to [-1, 1], counts it
+in a fixed histogram (for the ROC), inserts it into its probe's top ``max_rank`` only when it beats the
+current k-th best (enough for the CMC up to ``max_rank``), and keeps it as an impostor candidate only when
+it beats the current lowest of the highest impostor scores kept (for an exact TAR at the requested FARs).
+Memory stays bounded by ``probes x chunk_size`` whatever the number of distractors.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Sequence
 
+import numba
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from .checks import require_finite
 
 MEGAFACE_DISTRACTORS = (10, 100, 1_000, 10_000, 100_000, 1_000_000)
 
@@ -48,8 +53,15 @@ class MegaFaceResult:
     num_impostors: int
 
 
-def _l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+def _unit_rows(x: np.ndarray, name: str, rows: np.ndarray | None = None) -> torch.Tensor:
+    """Rows of float32 ``x`` scaled to unit length, in place; a row holding NaN or infinity is named."""
+    t = torch.from_numpy(x)
+    norms = torch.linalg.vector_norm(t, dim=1, keepdim=True)
+    if not bool(torch.isfinite(norms).all()):  # NaN or infinity in a row, or a norm beyond float32
+        require_finite(x, name, rows)
+        norms = torch.linalg.vector_norm(t.double(), dim=1, keepdim=True)
+        return t.copy_(t.double() / norms.clamp_min(1e-12))
+    return t.div_(norms.clamp_min_(1e-12))
 
 
 def _probe_pairs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,6 +99,68 @@ def _segments(counts: Sequence[int], chunk_size: int) -> list[tuple[int, int, in
     return out
 
 
+def _parallel_kernel(fn):
+    """``fn`` compiled by numba, parallel, without fast-math, cached on disk where numba finds a cache folder."""
+    try:
+        return numba.njit(parallel=True, nogil=True, cache=True)(fn)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(parallel=True, nogil=True)(fn)
+
+
+@_parallel_kernel
+def _scan_scores(s, top, hist, cand, cand_n, thr, nbins):  # pragma: no cover - compiled
+    """One pass over a chunk's scores ``s`` (probes x distractors, float32, clamped in place to [-1, 1]).
+
+    Counts each score in ``hist[block]`` (bins as ``torch.histc(min=-1, max=1)``: float32 (v + 1) / 2 x bins);
+    inserts it into its probe's descending ``top`` row when above that row's last entry; appends it to its
+    probe's ``cand`` row when above ``thr`` (``cand_n`` counts them and may exceed the row's capacity).
+    """
+    n, m = s.shape
+    blocks, bins = hist.shape
+    k = top.shape[1]
+    cap = cand.shape[1]
+    one, two = np.float32(1.0), np.float32(2.0)
+    for blk in numba.prange(blocks):
+        h = hist[blk]
+        for i in range(blk * n // blocks, (blk + 1) * n // blocks):
+            kth = top[i, k - 1]
+            c = cand_n[i]
+            for j in range(m):
+                v = s[i, j]
+                if v > one:
+                    v = one
+                    s[i, j] = v
+                elif v < -one:
+                    v = -one
+                    s[i, j] = v
+                b = int((v + one) / two * nbins)
+                h[min(b, bins - 1)] += 1
+                if v > kth:
+                    pos = k - 1
+                    while pos > 0 and top[i, pos - 1] < v:
+                        top[i, pos] = top[i, pos - 1]
+                        pos -= 1
+                    top[i, pos] = v
+                    kth = top[i, k - 1]
+                if v > thr:
+                    if c < cap:
+                        cand[i, c] = v
+                    c += 1
+            cand_n[i] = c
+
+
+def _as_features(x: object, name: str) -> np.ndarray:
+    """An (N, D) float array, or a memmap as it is; anything else is named."""
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name} must be an (N, D) float array or memmap, got {type(x).__name__}: {e}") from None
+    if x.ndim != 2 or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"{name} must be an (N, D) float array or memmap, got {x.dtype} {x.shape}")
+    return x
+
+
 @torch.inference_mode()
 def megaface_evaluate(
     probe_features: np.ndarray,
@@ -104,13 +178,16 @@ def megaface_evaluate(
     """MegaFace identification and verification for each D in ``distractor_counts``; cosine scores.
 
     ``distractor_features`` is (M, d) float32 or float16, an array or a memmap (read chunk by chunk);
-    the first D rows of ``np.random.default_rng(seed).permutation(M)`` form the set of size D.
+    the first D rows of ``np.random.default_rng(seed).permutation(M)`` form the set of size D. Features
+    holding NaN or infinity raise :class:`~sphereface_lib.evaluation.checks.NonFiniteFeaturesError` naming
+    the rows (distractor rows as they are read).
     """
-    probes = np.asarray(probe_features)
+    probes = _as_features(probe_features, "probe_features")
     labels = np.asarray(probe_labels)
-    if probes.ndim != 2 or labels.shape != (len(probes),):
-        raise ValueError(f"probe_features must be (N, d) with one label each, got {probes.shape} and {labels.shape}")
-    if distractor_features.ndim != 2 or distractor_features.shape[1] != probes.shape[1]:
+    if labels.shape != (len(probes),):
+        raise ValueError(f"probe_labels must hold one label per probe ({len(probes)}), got shape {labels.shape}")
+    distractor_features = _as_features(distractor_features, "distractor_features")
+    if distractor_features.shape[1] != probes.shape[1]:
         raise ValueError(
             f"distractor_features must be (M, {probes.shape[1]}) like the probes, got {distractor_features.shape}"
         )
@@ -126,8 +203,7 @@ def megaface_evaluate(
         raise ValueError(f"fars must lie strictly between 0 and 1, got {list(fars)}")
     if chunk_size < 1 or hist_bins < 2:
         raise ValueError(f"chunk_size must be >= 1 and hist_bins >= 2, got {chunk_size} and {hist_bins}")
-
-    p = _l2_normalize(torch.from_numpy(np.ascontiguousarray(probes, dtype=np.float32)))
+    p = _unit_rows(np.array(probes, dtype=np.float32), "probe_features")
     n_probes = len(p)
     pair_probe, pair_mate = _probe_pairs(labels)
     if len(pair_probe) == 0:
@@ -138,46 +214,51 @@ def megaface_evaluate(
     genuine_sorted = np.sort(genuine)
 
     order = np.random.default_rng(seed).permutation(num_distractors)[: counts[-1]]
-    keep_impostors = max((_false_accepts_allowed(f, n_probes * d) + 1 for f in fars for d in counts), default=0)
-    top = torch.full((n_probes, max_rank), -float("inf"))
-    impostor_top = torch.empty(0)
-    hist = torch.zeros(hist_bins, dtype=torch.int64)
-    snapshots: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-    # torch.histc counts in float32, exact up to 2**24 per call: keep each chunk's score count below it
-    rows_per_chunk = max(1, min(chunk_size, (1 << 24) // n_probes))
-    for start, end, reached in tqdm(_segments(counts, rows_per_chunk), disable=not progress, desc="distractors"):
+    keep = max((_false_accepts_allowed(f, n_probes * d) + 1 for f in fars for d in counts), default=0)
+    top = np.full((n_probes, max_rank), -np.inf, np.float32)
+    blocks = min(n_probes, 4 * numba.get_num_threads())  # a few blocks per thread: a busy core delays less
+    hist = np.zeros((blocks, hist_bins), np.int64)
+    cand = np.empty((n_probes, max(64, 4 * -(-keep // n_probes))), np.float32)
+    cand_n = np.zeros(n_probes, np.int64)
+    impostor_top = np.empty(0, np.float32)  # the highest `keep` impostor scores so far, unordered
+    buffer = torch.empty(n_probes * min(chunk_size, counts[-1]))
+    snapshots: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for start, end, reached in tqdm(_segments(counts, chunk_size), disable=not progress, desc="distractors"):
         rows = np.sort(order[start:end])
-        x = _l2_normalize(torch.from_numpy(np.asarray(distractor_features[rows], dtype=np.float32)))
-        s = (p @ x.T).clamp_(-1.0, 1.0)
-        k = min(max_rank, s.shape[1])
-        top = torch.topk(torch.cat([top, torch.topk(s, k, dim=1).values], dim=1), max_rank, dim=1).values
-        hist += torch.histc(s, bins=hist_bins, min=-1.0, max=1.0).to(torch.int64)
-        if keep_impostors:
-            full = len(impostor_top) == keep_impostors
-            candidates = s[s > impostor_top[-1]] if full else s.flatten()
-            if len(candidates) > keep_impostors:
-                candidates = torch.topk(candidates, keep_impostors).values
-            merged = torch.cat([impostor_top, candidates])
-            impostor_top = torch.topk(merged, min(keep_impostors, len(merged))).values
+        x = _unit_rows(np.asarray(distractor_features[rows], dtype=np.float32), "distractor_features", rows)
+        s = buffer[: n_probes * len(rows)].view(n_probes, len(rows))
+        torch.mm(p, x.T, out=s)
+        # a score can enter the kept impostors only above the lowest of `keep` kept (ties change nothing)
+        thr = impostor_top.min() if keep and len(impostor_top) == keep else (-np.inf if keep else np.inf)
+        cand_n[:] = 0
+        _scan_scores(s.numpy(), top, hist, cand, cand_n, np.float32(thr), np.float32(hist_bins))
+        if keep:
+            if cand_n.max() > cand.shape[1]:  # a row overflowed its candidate row: take them from s itself
+                new = s[s > float(thr)].numpy()
+            else:
+                new = cand[np.arange(cand.shape[1]) < cand_n[:, None]]
+            merged = np.concatenate([impostor_top, new])
+            impostor_top = np.partition(merged, len(merged) - keep)[len(merged) - keep:] if len(merged) > keep \
+                else merged
         if reached is not None:
-            snapshots[reached] = (top.clone(), impostor_top.clone(), hist.clone())
+            snapshots[reached] = (top.copy(), np.sort(impostor_top)[::-1], hist.sum(axis=0))
 
     edges = np.linspace(-1.0, 1.0, hist_bins + 1)[:-1]
     roc_tar = ((len(genuine) - np.searchsorted(genuine_sorted, edges, side="left")) / len(genuine))[::-1]
     mates = mate_scores.numpy()[:, None]
     results: dict[int, MegaFaceResult] = {}
     for d in counts:
-        top_d, imp_d, hist_d = (t.numpy() for t in snapshots[d])
+        top_d, imp_d, hist_d = snapshots[d]
         beaten_by = (top_d[pair_probe] >= mates).sum(axis=1)
         cmc = np.array([(beaten_by < r).mean() for r in range(1, max_rank + 1)])
         n_imp = n_probes * d
-        tar, thr = {}, {}
+        tar, thr_at = {}, {}
         for f in fars:
             t = float(imp_d[_false_accepts_allowed(f, n_imp)])
-            thr[float(f)] = t
+            thr_at[float(f)] = t
             tar[float(f)] = float(len(genuine) - np.searchsorted(genuine_sorted, t, side="right")) / len(genuine)
         imp_at_or_above = np.cumsum(hist_d[::-1])[::-1]
         roc_far = (imp_at_or_above / n_imp)[::-1]
-        results[d] = MegaFaceResult(d, float(cmc[0]), cmc, tar, thr, roc_far, roc_tar,
+        results[d] = MegaFaceResult(d, float(cmc[0]), cmc, tar, thr_at, roc_far, roc_tar,
                                     len(pair_probe), len(genuine), n_imp)
     return results
