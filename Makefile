@@ -7,6 +7,8 @@ PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 PROFILE  ?= default
 DATA     ?=
+FORCE    ?=
+PARAMS   ?=
 KERNEL   := sphereface
 
 .PHONY: reproduce test venv clean-venv
@@ -25,7 +27,10 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 venv: $(STAMP)
 
 reproduce: $(STAMP)
-	$(PY) -m sphereface_lib.companion.reproduce --profile $(PROFILE) $(if $(DATA),--data $(DATA),)
+	@# FORCE=1 re-runs up-to-date notebooks; PARAMS="iterations=200 seeds=[0,1]" overrides parameters
+	@# (results in reports/$(PROFILE)-custom/, see --help)
+	$(PY) -m sphereface_lib.companion.reproduce --profile $(PROFILE) $(if $(DATA),--data $(DATA),) \
+		$(if $(FORCE),--force,) $(if $(PARAMS),--param "$(PARAMS)",)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
