@@ -83,3 +83,31 @@ def test_read_only_images_convert_without_a_warning():
         warnings.simplefilter("error")
         x = images_to_tensor(frozen)
     torch.testing.assert_close(x, (torch.from_numpy(images).permute(0, 3, 1, 2).float() - 127.5) / 128.0)
+
+
+def test_non_finite_features_name_the_images() -> None:
+    from sphereface_lib.evaluation.checks import NonFiniteFeaturesError
+
+    class NanOnBright(nn.Module):
+        """NaN for images whose first pixel is above 200, else that pixel."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            v = x[:, :1, 0, 0]
+            return torch.where(v > (200 - 127.5) / 128, torch.nan, v)
+
+    images = _images(6)
+    images[:, 0, 0, 0] = [10, 250, 20, 30, 240, 5]
+    with pytest.raises(NonFiniteFeaturesError, match=r"2 of 2 feature rows .*\(images 4, 1\)"):
+        extract_features(NanOnBright(), images, [4, 1, 0], flip="none", batch_size=2, progress=False)
+
+
+def test_model_left_trainable_in_its_memory_format() -> None:
+    """extract_features runs channels_last but hands the model back as it came, weights usable by autograd."""
+    model = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.Flatten())
+    extract_features(model, _images(), progress=False)
+    assert model[0].weight.is_contiguous() and not model[0].weight.is_inference()
+    model(torch.zeros(1, 3, 4, 3)).sum().backward()
+    assert model[0].weight.grad is not None
+    model.to(memory_format=torch.channels_last)
+    extract_features(model, _images(), progress=False)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -116,3 +116,56 @@ def test_false_accepts_allowed_is_exact() -> None:
     res = megaface_evaluate(probes, labels, distractors, [25], fars=(0.29,), progress=False)[25]
     impostors = np.sort((probes @ distractors.T).ravel())[::-1]
     assert res.threshold_at_far[0.29] == pytest.approx(impostors[29], abs=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_features_are_refused_naming_the_rows(bad: float, tmp_path: Path) -> None:
+    from sphereface_lib.evaluation.checks import NonFiniteFeaturesError
+
+    rng = np.random.default_rng(2)
+    probes, labels = rng.normal(size=(6, 4)).astype(np.float32), np.repeat(np.arange(3), 2)
+    distractors = rng.normal(size=(50, 4)).astype(np.float16)
+    distractors[[3, 41]] = bad
+    mm = np.memmap(tmp_path / "d.f16", dtype=np.float16, mode="w+", shape=distractors.shape)
+    mm[:] = distractors
+    # rows are named as in the distractor file, whatever the chunk they fall in
+    with pytest.raises(NonFiniteFeaturesError, match=r"distractor_features: 1 of .* \(rows 3\)|\(rows 41\)"):
+        megaface_evaluate(probes, labels, mm, [50], chunk_size=7, progress=False)
+    with pytest.raises(NonFiniteFeaturesError, match=r"distractor_features: 2 of 50 .*\(rows 3, 41\)"):
+        megaface_evaluate(probes, labels, distractors, [50], progress=False)
+    probes[4, 0] = bad
+    with pytest.raises(NonFiniteFeaturesError, match=r"probe_features: 1 of 6 .*\(rows 4\)"):
+        megaface_evaluate(probes, labels, distractors[:3], [3], progress=False)
+
+
+def test_a_list_of_distractors_works_and_a_ragged_one_is_named() -> None:
+    probes, labels = _deg(0, 20, 90, 100), np.array([0, 0, 1, 1])
+    as_list = _deg(5, 170, 270).tolist()
+    res = megaface_evaluate(probes.tolist(), labels, as_list, [3], max_rank=3, fars=(0.1,), progress=False)[3]
+    assert res.cmc.tolist() == [0.5, 1.0, 1.0]
+    with pytest.raises(ValueError, match="distractor_features must be an \\(N, D\\) float array or memmap, got list"):
+        megaface_evaluate(probes, labels, [[1.0, 0.0], [1.0]], [2], progress=False)
+    with pytest.raises(ValueError, match=r"distractor_features must be an \(N, D\) float array or memmap, got "
+                                         r"float32 \(3,\)"):
+        megaface_evaluate(probes, labels, [1.0, 0.0, 1.0], [2], progress=False)
+
+
+def test_scan_kernel_histogram_matches_torch_histc() -> None:
+    """The compiled pass counts scores in the bins torch.histc(min=-1, max=1) uses, edges included."""
+    import torch
+
+    from sphereface_lib.evaluation.megaface import _scan_scores
+
+    bins = 4096
+    edges = (np.arange(bins + 1) / bins * 2 - 1).astype(np.float32)
+    values = np.concatenate([edges, np.nextafter(edges, np.float32(2)), np.nextafter(edges, np.float32(-2)),
+                             np.random.default_rng(0).uniform(-1, 1, 20000).astype(np.float32)])
+    s = values[: len(values) // 4 * 4].reshape(4, -1).copy()
+    want = torch.histc(torch.from_numpy(np.clip(s, -1, 1)), bins=bins, min=-1, max=1).long().numpy()
+    hist = np.zeros((2, bins), np.int64)
+    top = np.full((4, 3), -np.inf, np.float32)
+    cand, cand_n = np.empty((4, 8), np.float32), np.zeros(4, np.int64)
+    _scan_scores(s, top, hist, cand, cand_n, np.float32(0.999), np.float32(bins))
+    assert np.array_equal(hist.sum(axis=0), want)
+    assert np.array_equal(top, -np.sort(-s, axis=1)[:, :3]) and s.max() <= 1 and s.min() >= -1
+    assert np.array_equal(cand_n, (s > np.float32(0.999)).sum(axis=1))

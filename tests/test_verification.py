@@ -110,3 +110,34 @@ def test_roc_hand_example() -> None:
     # EER: at (FAR, TAR) = (0, 2/3) FRR = 1/3 > FAR; at (1/3, 2/3) FRR = 1/3 = FAR -> 1/3
     assert r.eer == pytest.approx(1 / 3)
     assert np.allclose(cosine_scores(np.array([[1.0, 0.0]]), np.array([[3.0, 3.0]])), [np.sqrt(0.5)])
+
+
+def test_is_same_one_short_is_named_not_n_folds() -> None:
+    a = np.zeros((10, 3))
+    with pytest.raises(ValueError, match=r"is_same must have one flag per pair \(10\), got shape \(9,\)"):
+        lfw_10fold(a, a, np.zeros(9, bool), n_folds=3)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_features_are_refused_naming_the_rows(bad: float) -> None:
+    from sphereface_lib.errors import UserError
+    from sphereface_lib.evaluation.checks import NonFiniteFeaturesError
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(20, 4)), rng.normal(size=(20, 4))
+    same = np.tile([True, False], 10)
+    b[7, 2] = b[13, 0] = bad
+    for call in (lambda: lfw_10fold(a, b, same, n_folds=2),
+                 lambda: k_fold_accuracy(a, b, same, np.repeat([0, 1], 10)),
+                 lambda: ytf_10fold(a, b, same, np.tile([0, 1], 10)),
+                 lambda: cosine_scores(a, b)):
+        with pytest.raises(NonFiniteFeaturesError, match=r"emb_b: 2 of 20 feature rows hold NaN or infinity "
+                                                         r"\(pairs 7, 13\)"):
+            call()
+    assert issubclass(NonFiniteFeaturesError, UserError)
+    with pytest.raises(NonFiniteFeaturesError, match=r"scores: 1 of 3 .*\(pairs 1\)"):
+        roc(np.array([0.2, bad, 0.1]), np.array([True, False, True]))
+    frames = rng.normal(size=(6, 4))
+    frames[4, 1] = bad
+    with pytest.raises(NonFiniteFeaturesError, match=r"video 'B/0'.*\(frame rows 4\)"):
+        video_features(frames, {"A/0": np.array([0, 1]), "B/0": np.array([3, 4, 5])})

@@ -15,6 +15,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from sklearn.metrics import auc, roc_curve
 
+from .checks import require_finite
+
 
 @dataclass(frozen=True)
 class FoldAccuracy:
@@ -40,6 +42,8 @@ def _check_pairs(emb_a: np.ndarray, emb_b: np.ndarray, is_same: np.ndarray) -> t
         raise ValueError(f"emb_a and emb_b must be (N, D) of one shape, got {a.shape} and {b.shape}")
     if same.shape != (len(a),):
         raise ValueError(f"is_same must have one flag per pair ({len(a)}), got shape {same.shape}")
+    require_finite(a, "emb_a", what="pairs")
+    require_finite(b, "emb_b", what="pairs")
     return a, b, same.astype(bool)
 
 
@@ -116,10 +120,11 @@ def lfw_10fold(
 ) -> FoldAccuracy:
     """LFW View 2 accuracy: pairs in pairs.txt order, folds = ``n_folds`` consecutive equal blocks
     (600 pairs each for the 6,000 official pairs). Paper Tables 3 and 4, LFW column."""
-    n = len(is_same)
+    a, b, same = _check_pairs(emb_a, emb_b, is_same)
+    n = len(same)
     if n_folds < 2 or n % n_folds:
         raise ValueError(f"n_folds={n_folds} must be >= 2 and divide the number of pairs ({n})")
-    return k_fold_accuracy(emb_a, emb_b, is_same, np.repeat(np.arange(n_folds), n // n_folds), grid_steps)
+    return k_fold_accuracy(a, b, same, np.repeat(np.arange(n_folds), n // n_folds), grid_steps)
 
 
 def ytf_10fold(
@@ -136,12 +141,15 @@ def ytf_10fold(
 
 def video_features(frame_features: np.ndarray, rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A video's feature is the mean of its frames' features (``rows``: video -> frame rows, see
-    :func:`~sphereface_lib.data.protocols.video_rows`)."""
+    :func:`~sphereface_lib.data.protocols.video_rows`). Frames holding NaN or infinity are named with their video."""
     out: dict[str, np.ndarray] = {}
     for video, r in rows.items():
         if len(r) == 0:
             raise ValueError(f"video {video!r} has no frames")
-        out[video] = np.asarray(frame_features[np.asarray(r)], dtype=np.float64).mean(axis=0).astype(np.float32)
+        r = np.asarray(r)
+        frames = np.asarray(frame_features[r], dtype=np.float64)
+        require_finite(frames, f"frame_features of video {video!r}", r, what="frame rows")
+        out[video] = frames.mean(axis=0).astype(np.float32)
     return out
 
 
@@ -188,6 +196,7 @@ def roc(scores: np.ndarray, is_same: np.ndarray, fars: Sequence[float] = (1e-3, 
     same = np.asarray(is_same, dtype=bool)
     if scores.shape != same.shape or scores.ndim != 1:
         raise ValueError(f"scores and is_same must be 1-d of one length, got {scores.shape} and {same.shape}")
+    require_finite(scores[:, None], "scores", what="pairs")
     if same.all() or not same.any():
         raise ValueError("the ROC needs both same and different pairs")
     far, tar, thr = roc_curve(same, scores, drop_intermediate=False)
