@@ -237,3 +237,15 @@ def test_att_faces_documented_command(att_faces: Path, mtcnn_weights, tmp_path: 
     outside = np.concatenate([np.load(out / p / "outside.npy") for p in ("train", "lfw")])
     assert summary["outside_above_10pct"] == int(np.sum(outside > 0.1)) and summary["failures"] == 0
     assert json.loads((out / "openset.json").read_text()) == summary
+
+
+def test_a_folder_split_that_cannot_be_met_stops_before_aligning(tmp_path: Path, capsys, monkeypatch) -> None:
+    src = tmp_path / "photos"
+    for i in range(11):
+        (src / f"p{i}").mkdir(parents=True)
+        for k in range(2 if i else 1):  # p0 has one image: it can train, not be held out
+            assert cv2.imwrite(str(src / f"p{i}" / f"{k + 1}.png"), np.full((40, 40), 100, np.uint8))
+    line = _user_error(capsys, monkeypatch, ["--src", str(src), "--out", str(tmp_path / "o"),
+                                             "--test-identities", "11"])
+    assert "--test-identities 11: the largest feasible value is 10" in line
+    assert not (tmp_path / "o.work").exists()  # no image was aligned
