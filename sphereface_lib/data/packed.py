@@ -33,6 +33,8 @@ _LABELS = "labels.npy"
 _KEYS = "keys.txt"
 _IDENTITIES = "identities.txt"
 _MANIFEST = "manifest.json"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: the process's umask, for files made by atomic_write
 _REPACK = "pack it again with data_prep or PackedWriter"
 TEMP_SUFFIX = ".tmp"  #: ending of :func:`atomic_write`'s temporary files
 
@@ -71,6 +73,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         raise (storage_error(path, exc) or exc) from exc
     tmp = Path(tmp_name)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the file the mode open() would
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -1,0 +1,153 @@
+"""Faults around a run folder: SIGKILL inside a checkpoint write (the run resumes bit for bit and the torn
+temporary file is removed), two writers on one run folder (the second is refused, naming the first), a full
+disk while writing a checkpoint (one error line, the previous checkpoint intact, no temporary file left).
+A SIGKILL between checkpoints is tests/test_training_processes.py's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sphereface_lib.training import TrainConfig, load_checkpoint
+from test_training import same_state
+from test_training_data import make_patterns, tiny_config
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+# Runs the training command line, but SIGKILLs itself half way through writing the checkpoint of iteration 20.
+KILL_IN_WRITE = """
+import os, signal, sys, torch
+from sphereface_lib.training import trainer
+real_save = torch.save
+def save(obj, f):
+    if isinstance(obj, dict) and obj.get("iteration") == 20:
+        f.write(b"PK" + bytes(50_000))
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_save(obj, f)
+trainer.torch.save = save
+from sphereface_lib.errors import run_command
+from sphereface_lib.train import main
+sys.exit(run_command(main, sys.argv[1:]))
+"""
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1"}
+
+
+def _cli(config: TrainConfig, path: Path, *extra: str) -> list[str]:
+    path.write_text(config.to_yaml())
+    return [sys.executable, "-m", "sphereface_lib.train", "--config", str(path), *extra]
+
+
+def _state(run: Path) -> dict:
+    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+
+
+def _temporaries(run: Path) -> list[Path]:
+    return sorted(run.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_a_kill_inside_a_checkpoint_write_resumes_bit_for_bit_and_leaves_no_temporary(tmp_path: Path) -> None:
+    data = make_patterns(tmp_path / "data").root
+
+    def config(name: str) -> TrainConfig:
+        return tiny_config(data, tmp_path / name, optim__iterations=30, run__checkpoint_every=10)
+
+    subprocess.run(_cli(config("reference"), tmp_path / "reference.yaml"), env=_env(), check=True,
+                   capture_output=True, timeout=300)
+    killed = _cli(config("killed"), tmp_path / "killed.yaml")
+    proc = subprocess.run([sys.executable, "-c", KILL_IN_WRITE, *killed[3:]], env=_env(), capture_output=True,
+                          timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    run = tmp_path / "killed"
+    assert _state(run)["iteration"] == 10  # the checkpoint of iteration 10 survived the torn write of 20
+    assert len(_temporaries(run)) == 1  # the torn write's temporary file
+
+    resumed = subprocess.run(killed, env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "removed" in resumed.stderr and ".checkpoint.pt." in resumed.stderr
+    assert _temporaries(run) == []
+    ref, got = _state(tmp_path / "reference"), _state(run)
+    assert got["iteration"] == ref["iteration"] == 30
+    for part in ("backbone", "head"):
+        assert same_state(ref[part], got[part]), f"{part} differs after resume"
+    strip = lambda text: [line.rsplit(",", 1)[0] for line in text.splitlines()]  # noqa: E731 (img_per_s last)
+    assert strip((run / "metrics.csv").read_text()) == strip((tmp_path / "reference" / "metrics.csv").read_text())
+
+
+@pytest.mark.slow
+def test_a_second_writer_on_one_run_folder_is_refused_naming_the_first(tmp_path: Path) -> None:
+    data = make_patterns(tmp_path / "data").root
+    run = tmp_path / "run"
+    first = subprocess.Popen(_cli(tiny_config(data, run, optim__iterations=100_000), tmp_path / "a.yaml"),
+                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.csv").exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended early"
+        # the same run, shorter: without a lock it would resume from the first's checkpoint and exit 0
+        second = subprocess.run(_cli(tiny_config(data, run, optim__iterations=5), tmp_path / "b.yaml"), env=_env(),
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    assert second.returncode == 2, second.stderr[-2000:]
+    err = second.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: run.out_dir ") and f"in use by process {first.pid} on host " in err, err
+    assert "choose another run.out_dir" in err
+    # the lock dies with its holder: a run started after the SIGKILL takes the folder
+    third = subprocess.run(_cli(tiny_config(data, run, optim__iterations=100_000), tmp_path / "a.yaml",
+                                "optim.iterations=5"), env=_env(), capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0, third.stderr[-2000:]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 1 MiB tmpfs (root only; skipped elsewhere)."""
+    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root on Linux to mount a small tmpfs")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_full_disk_during_a_checkpoint_write_is_one_error_line_with_the_old_checkpoint_intact(
+        tmp_path: Path, small_disk: Path) -> None:
+    data = make_patterns(tmp_path / "data").root
+    run = small_disk / "run"
+    config = tiny_config(data, run, optim__iterations=10, run__checkpoint_every=10)
+    first = subprocess.run(_cli(config, tmp_path / "c.yaml"), env=_env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    size = (run / "checkpoint.pt").stat().st_size
+    before = (run / "checkpoint.pt").read_bytes()
+    free = shutil.disk_usage(small_disk).free
+    (small_disk / "filler").write_bytes(bytes(max(0, free - size // 2)))  # room for half a checkpoint
+
+    second = subprocess.run(_cli(config, tmp_path / "c.yaml", "optim.iterations=20"), env=_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert "Traceback" not in second.stderr
+    err = second.stderr.strip().splitlines()[-1]
+    assert err.startswith(f"error: cannot write {run / 'checkpoint.pt'}: No space left on device"), err
+    assert "previous version of the file is intact" in err
+    assert (run / "checkpoint.pt").read_bytes() == before
+    assert load_checkpoint(run).iteration == 10
+    assert _temporaries(run) == []
