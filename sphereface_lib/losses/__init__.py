@@ -13,7 +13,7 @@ _MODULES = {
     "base": ["Head", "create_head", "list_heads", "register_head"],
     "additive": ["ArcFace", "CosFace", "arc_margin"],
     "large_margin": ["LSOFTMAX_SCHEDULE", "LSoftmax"],
-    "metric": ["SoftmaxCenter", "SoftmaxContrastive", "Triplet", "pairwise_squared_distances"],
+    "metric": ["SoftmaxCenter", "SoftmaxContrastive", "Triplet", "gather_batch", "pairwise_squared_distances"],
 }
 _lazy_getattr, __dir__, __all__ = _lazy.attach(__name__, submod_attrs=_MODULES)
 

@@ -8,10 +8,11 @@ and class centers.
 * :class:`SoftmaxCenter`      softmax + center loss with centers updated at their own rate alpha
                               (Wen et al., ECCV 2016, Eq. 2-5 and Algorithm 1)
 
-What a batch must contain: the pair and triplet losses are computed within the batch (within each rank's
-slice under data parallelism), so they need several images per identity there: sample with the ``"pk"``
-sampler (P identities x K images, see :mod:`sphereface_lib.data.samplers`), with P a multiple of the
-number of ranks.
+What a batch must contain: the pair and triplet losses are computed within the batch, so they need several
+images per identity there: sample with the ``"pk"`` sampler (P identities x K images, see
+:mod:`sphereface_lib.data.samplers`). Under torch.distributed (``torchrun``) a training-mode head first gathers
+the embeddings and labels of every rank (:func:`gather_batch`), so that the pairs and triplets, the loss and,
+after DistributedDataParallel's gradient averaging, the gradients are those of the whole global batch.
 """
 
 from __future__ import annotations
@@ -29,6 +30,24 @@ def pairwise_squared_distances(x: Tensor) -> Tensor:
     """||x_i - x_j||^2 for all pairs of rows, clamped at 0 (the expansion can round below 0)."""
     sq = (x * x).sum(dim=1)
     return (sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)).clamp_min(0.0)
+
+
+def gather_batch(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Every rank's ``features`` and ``labels``, concatenated in rank order, under an initialized process group
+    of more than one rank; the inputs unchanged otherwise.
+
+    All ranks must call it with slices of one size (the trainer's equal slices of the global batch). The
+    features keep their graph (``torch.distributed.nn.functional.all_gather``): each rank computes the same
+    global loss and its backward sums the ranks' gradients into each slice, which DDP's averaging over the
+    ranks turns into exactly the gradient of the loss on the whole batch in one process.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return features, labels
+    from torch.distributed.nn.functional import all_gather
+
+    gathered = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, labels.contiguous())
+    return torch.cat(all_gather(features), dim=0), torch.cat(gathered)
 
 
 def _last_values(values: dict[str, Tensor]) -> dict[str, float]:
@@ -68,11 +87,14 @@ class SoftmaxContrastive(Softmax):
         return per_pair[i, j].mean()
 
     def compute_loss(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-entropy on this rank's slice + lambda_ x the contrastive loss of the global batch (training
+        mode under torch.distributed, see :func:`gather_batch`) or of ``features``."""
         check_inputs(self, features, labels)
         logits = self(features)
         with float32_autocast_off(features):
             ce = F.cross_entropy(logits, labels)
-            pair_loss = self.contrastive(features, labels)
+            x = features.to(compute_dtype(features))
+            pair_loss = self.contrastive(*(gather_batch(x, labels) if self.training else (x, labels)))
         self._last = {"softmax": ce.detach(), "contrastive": pair_loss.detach()}
         return ce + self.lambda_ * pair_loss, logits
 
@@ -93,8 +115,9 @@ class Triplet(Head):
     the mean over the pairs of max(0, d(a,p) - d(a,n) + alpha) with squared distances d (FaceNet Eq. 1).
     ``forward`` returns this loss; ``num_classes`` only bounds the labels.
 
-    A batch must hold at least one identity twice and at least two identities (the ``"pk"`` sampler with
-    K >= 2, P >= 2 does); any other batch raises ``ValueError`` rather than returning a silent 0.
+    A batch (the global batch under torch.distributed) must hold at least one identity twice and at least two
+    identities (the ``"pk"`` sampler with K >= 2, P >= 2 does); any other raises ``ValueError`` on every rank
+    rather than returning a silent 0.
     Listing the pairs (``nonzero``) is the one host synchronization per batch on a GPU.
     """
 
@@ -106,9 +129,14 @@ class Triplet(Head):
         self._last: dict[str, Tensor] = {}
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        """The triplet loss of the global batch (training mode under torch.distributed, see
+        :func:`gather_batch`) or of ``features``."""
         check_inputs(self, features, labels)
         with float32_autocast_off(features):
-            embeddings = F.normalize(features.to(compute_dtype(features)), dim=1)
+            x = features.to(compute_dtype(features))
+            if self.training:
+                x, labels = gather_batch(x, labels)
+            embeddings = F.normalize(x, dim=1)
             d2 = pairwise_squared_distances(embeddings)
             same = labels[:, None] == labels[None, :]
             positive = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
