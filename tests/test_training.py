@@ -186,6 +186,46 @@ def test_cache_trains_once_even_when_two_callers_race(patterns, tmp_path: Path, 
     assert len(calls) == 2
 
 
+CACHED_TRAIN = """
+import sys
+import sphereface_lib
+from sphereface_lib.training import TrainConfig, train_cached
+assert sphereface_lib.__file__.startswith(sys.argv[3]), sphereface_lib.__file__  # the copy, not the project
+result = train_cached(TrainConfig.from_yaml(sys.argv[1]), sys.argv[2])
+print(result.checkpoint.parent.name)
+"""
+
+
+@pytest.mark.slow
+def test_the_cache_retrains_after_an_edit_to_the_library_source(patterns, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    copy = tmp_path / "copy"
+    shutil.copytree(Path(cache_module.__file__).resolve().parents[1], copy / "sphereface_lib",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny_config(patterns.root, tmp_path / "ignored", optim__iterations=2).to_yaml())
+    cache = tmp_path / "cache"
+
+    def entry() -> str:
+        done = subprocess.run([sys.executable, "-c", CACHED_TRAIN, str(config), str(cache), str(copy)], cwd=copy,
+                              env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(copy), "OMP_NUM_THREADS": "1"},
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip().splitlines()[-1]
+
+    first = entry()
+    assert entry() == first  # unchanged source: the same entry, loaded
+    with open(copy / "sphereface_lib" / "training" / "trainer.py", "a") as f:
+        f.write("# an edit that could change results\n")
+    second = entry()
+    assert second != first
+    assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == sorted([first, second])
+    assert (cache / second / "done.json").is_file()
+
+
 # --- command line -------------------------------------------------------------------------------------
 
 def test_cli_reports_bad_configs_clearly(tmp_path: Path, capsys) -> None:
