@@ -483,5 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """The ``sphereface-evaluate`` console script: :func:`main` with a user's mistake as one ``error:`` line."""
+    return run_command(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_command(main))
+    raise SystemExit(cli())
