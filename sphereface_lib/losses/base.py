@@ -81,8 +81,10 @@ def check_inputs(head: Head, features: Tensor, labels: Tensor | None) -> None:
     if labels is not None:
         if labels.shape != (features.shape[0],):
             raise ValueError(f"labels must have shape ({features.shape[0]},), got {tuple(labels.shape)}")
-        # The value check needs the labels on the host: done on CPU only, never as a GPU sync in the loop.
-        if labels.device.type == "cpu" and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= head.num_classes):
+        # The value check needs the labels on the host: done on CPU only, never as a GPU sync in the loop,
+        # and not while torch.compile traces (int() of a tensor would break the graph at the head).
+        host = labels.device.type == "cpu" and not torch.compiler.is_compiling()
+        if host and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= head.num_classes):
             raise ValueError(
                 f"labels must lie in [0, {head.num_classes - 1}], got [{int(labels.min())}, {int(labels.max())}]"
             )
