@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
 
-from sphereface_lib.data.synthetic import render_images
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout this file is in
+
+from sphereface_lib.data.synthetic import render_images  # noqa: E402
 
 TARGET = 2000.0
 

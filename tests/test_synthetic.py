@@ -296,3 +296,12 @@ def test_light_and_noise_kernels_match_numpy_float32():
     for k in range(n):
         ref = np.rint(bank[oy[k]:oy[k] + 112, ox[k]:ox[k] + 96] * f(sigma[k])) + out[k]
         np.testing.assert_array_equal(noisy[k], np.clip(ref, 0, 255).astype(np.uint8))
+
+
+def test_default_workers_are_the_cpus_free_now(monkeypatch):
+    from sphereface_lib.data.synthetic import faces
+    monkeypatch.setattr(faces.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    for load, want in ((0.0, 4), (1.4, 3), (2.6, 1), (9.0, 1)):
+        monkeypatch.setattr(faces.os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert faces._resolve_workers(None) == want, load
+    assert faces._resolve_workers(3) == 3  # an explicit count is kept
