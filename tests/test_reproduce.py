@@ -240,6 +240,10 @@ def test_a_partial_run_keeps_the_other_notebooks_results(layout: Layout) -> None
     by_stem = {r.stem: r for r in runs}
     assert by_stem[STEM].status == "up to date" and by_stem[STEM].claims
     assert "| sum is n*scale |" in layout.readme.read_text()
+    executed = layout.reports_dir("default") / f"{STEM}.ipynb"  # a report of the previous runner's format
+    executed.write_text(executed.read_text().replace('"paper_source": "Table 1"', '"holds": true'))
+    runs = reproduce.reproduce("default", layout=layout, stems=["02_other"], log=lambda _: None)
+    assert {r.stem: r.status for r in runs}[STEM] == "old report (re-run it)"
 
 
 def test_command_line_errors_are_one_line(capsys: pytest.CaptureFixture) -> None:

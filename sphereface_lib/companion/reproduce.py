@@ -628,8 +628,13 @@ def reproduce(
                 fresh = stored.get("library_fingerprint") == library and stored.get("source_fingerprint") == (
                     source_fingerprint(layout.notebook(stem), resolve_parameters(layout, profile, stem, data_param,
                                                                                  overrides)))
+                try:
+                    claims = read_claims(json.loads(executed.read_text()))
+                except ReproduceError:  # written by an older runner: listed, its claims left out
+                    runs.append(NotebookRun(stem, "old report (re-run it)", stored.get("wall_s")))
+                    continue
                 runs.append(NotebookRun(stem, "up to date" if fresh else "stale (not re-run)", stored.get("wall_s"),
-                                        read_claims(json.loads(executed.read_text())), provenance=stored.get("provenance")))
+                                        claims, provenance=stored.get("provenance")))
             else:
                 runs.append(NotebookRun(stem, "not run yet"))
             continue
