@@ -5,6 +5,7 @@ A SIGKILL between checkpoints is tests/test_training_processes.py's."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -151,3 +152,22 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_error_line_with_the_old_ch
     assert (run / "checkpoint.pt").read_bytes() == before
     assert load_checkpoint(run).iteration == 10
     assert _temporaries(run) == []
+
+
+def test_a_full_disk_during_a_metrics_append_leaves_whole_rows_in_both_files(small_disk: Path) -> None:
+    from sphereface_lib.errors import OutputWriteError
+    from sphereface_lib.training.trainer import MetricsLog
+
+    log = MetricsLog(small_disk)
+    log.restart([{"iteration": 0, "loss": 2.0}])
+    (small_disk / "filler").write_bytes(bytes(shutil.disk_usage(small_disk).free))
+    with pytest.raises(OutputWriteError, match=r"cannot write .*metrics\.csv: No space left on device"):
+        log.append({"iteration": 1, "loss": 1.0, "note": "x" * 20_000})  # a new column: the csv is rewritten
+    with pytest.raises(OutputWriteError, match=r"cannot write .*metrics\.(csv|jsonl): No space left on device"):
+        for i in range(1, 10_000):  # until the last pages of the two files are full
+            log.append({"iteration": i, "loss": 1.0 / 3})
+    jsonl = log.jsonl.read_text().splitlines()
+    csv_rows = log.csv.read_text().splitlines()
+    assert len(jsonl) > 1 and [json.loads(line)["iteration"] for line in jsonl] == list(range(len(jsonl)))
+    assert len(csv_rows) == len(jsonl) + 1 and csv_rows[-1].startswith(f"{len(jsonl) - 1},")
+    assert _temporaries(small_disk) == []

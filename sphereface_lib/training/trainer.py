@@ -407,14 +407,23 @@ class MetricsLog:
         atomic_write_text(self.csv, _csv_text(self.columns, self.rows, header=True))
 
     def append(self, row: dict[str, Any]) -> None:
-        """Add one row to both files."""
-        self.rows.append(row)
-        if any(k not in self.columns for k in row):  # a new column: the header changes
-            self.columns = _columns(self.rows)
-            atomic_write_text(self.csv, _csv_text(self.columns, self.rows, header=True))
+        """Add one row to both files; when a write fails, both files keep the rows they had."""
+        rows = [*self.rows, row]
+        columns = _columns(rows) if any(k not in self.columns for k in row) else self.columns
+        csv_size = self.csv.stat().st_size
+        if columns is not self.columns:  # a new column: the header changes
+            atomic_write_text(self.csv, _csv_text(columns, rows, header=True))
         else:
-            _append(self.csv, _csv_text(self.columns, [row], header=False))
-        _append(self.jsonl, json.dumps(row) + "\n")
+            _append(self.csv, _csv_text(columns, [row], header=False))
+        try:
+            _append(self.jsonl, json.dumps(row) + "\n")
+        except BaseException:  # the jsonl is as it was: take the row out of the csv too
+            if columns is self.columns:
+                os.truncate(self.csv, csv_size)
+            else:
+                atomic_write_text(self.csv, _csv_text(self.columns, self.rows, header=True))
+            raise
+        self.rows, self.columns = rows, columns
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -435,17 +444,25 @@ def _csv_text(columns: list[str], rows: list[dict[str, Any]], header: bool) -> s
 
 def _append(path: Path, text: str) -> None:
     """Append ``text`` to ``path``; when the write fails the file is cut back to its previous length."""
-    with open(path, "a", encoding="utf-8") as f:
-        size = f.tell()
+    data = text.encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise (storage_error(path, exc) or exc) from exc
+    try:
+        size = os.fstat(fd).st_size
         try:
-            f.write(text)
-            f.flush()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
         except OSError as exc:
             try:
-                f.truncate(size)
+                os.ftruncate(fd, size)
             except OSError:
                 pass  # a torn last line, dropped on resume
             raise (storage_error(path, exc) or exc) from exc
+    finally:
+        os.close(fd)
 
 
 @contextmanager
