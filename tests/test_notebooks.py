@@ -71,8 +71,8 @@ def test_notebook_conventions(stem: str) -> None:
     cells = _code_cells(stem)
     tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
     assert len(tagged) == 1, f"{stem}: exactly one cell must be tagged 'parameters'"
-    for stmt in ast.parse("".join(tagged[0]["source"])).body:
-        assert isinstance(stmt, ast.Assign), f"{stem}: parameters cell holds only 'name = literal' lines"
+    for stmt in ast.parse("".join(tagged[0]["source"])).body:  # papermill's --help-notebook reads annotations
+        assert isinstance(stmt, (ast.Assign, ast.AnnAssign)), f"{stem}: parameters cell holds only 'name: type = literal' lines"
         ast.literal_eval(stmt.value)
     for cell in cells:
         source = "\n".join(l for l in "".join(cell["source"]).splitlines() if not l.startswith("%"))

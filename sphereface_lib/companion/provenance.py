@@ -10,8 +10,9 @@ all three (:data:`DISPATCH_PINS`) in the environment of the notebook kernels of 
 * ``MKL_CBWR=AVX2``: MKL's Conditional Numerical Reproducibility, the AVX2 code path on every CPU;
 * ``ONEDNN_MAX_CPU_ISA=AVX2``: oneDNN's just-in-time kernels use at most AVX2.
 
-What the pins cannot make identical: a different number of threads (reductions are split per thread; the
-provenance block records the counts), a GPU (other kernels altogether), another architecture (ARM has
+The thread count changes the last bits as well (reductions are split per thread; the block records the
+counts): set ``OMP_NUM_THREADS`` to a report's count to match it exactly. What the pins cannot make
+identical: a GPU (other kernels altogether), another architecture (ARM has
 neither AVX2 nor MKL), CPUs without AVX2, and other versions of torch, MKL or oneDNN.
 """
 
