@@ -49,7 +49,7 @@ def test_config_defaults_are_the_paper_recipe() -> None:
 def test_config_errors_name_the_key_and_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  lr: 0.1\n  lr_stpes: [1, 2]\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml.*optim\.'lr_stpes'.*lr_steps"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*'optim\.lr_stpes'.*lr_steps"):
         TrainConfig.from_yaml(bad)
     bad.write_text("optim:\n  iterations: many\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml.*optim\.iterations must be int.*'many'"):
