@@ -2,6 +2,8 @@
 
 One code path for one process and for ``torchrun`` data parallelism (DistributedDataParallel over
 backbone and head together; each rank takes its contiguous slice of the sampler's global batch).
+A run folder has one writer (a file lock held by rank 0 for the whole run); every file in it is written
+atomically or, for the metrics log, appended whole rows at a time. Progress is reported through ``logging``.
 The recipe is the paper's (Section 4.1) and the official solver's: SGD with momentum, step decay of the
 learning rate, the head's lambda stepped every iteration, horizontal flip, (x - 127.5) / 128.
 """
@@ -519,9 +521,12 @@ def _distributed() -> tuple[int, int, int, bool]:
 def train(config: TrainConfig, *, resume: bool = True) -> TrainResult:
     """Train (or resume) the run described by ``config``; returns the final model and its metrics log.
 
-    Writes ``run.out_dir/checkpoint.pt`` every ``run.checkpoint_every`` iterations and at the end, and
-    ``run.out_dir/metrics.jsonl`` every ``run.log_every`` iterations. Raises :class:`TrainingDiverged`
-    when the loss becomes NaN or infinite.
+    Writes ``run.out_dir/checkpoint.pt`` (atomically) every ``run.checkpoint_every`` iterations and at the
+    end, and a row of ``metrics.jsonl`` / ``metrics.csv`` every ``run.log_every`` iterations, holding the
+    folder's lock (``.lock``) throughout. Mistakes in the config, the data or the run folder (including a
+    corrupt checkpoint, another process on the folder, a full disk) raise a
+    :class:`~sphereface_lib.errors.UserError` before the first iteration where they can be known; a NaN or
+    infinite loss raises :class:`TrainingDiverged`.
     """
     rank, world, local_rank, created_group = _distributed()
     device = resolve_device(config.run.device)
