@@ -197,14 +197,15 @@ def test_run_skip_rerun_reports_readme_and_check_against_committed(layout: Layou
 
 @pytest.mark.slow
 def test_console_stays_quiet_and_long_cells_get_a_heartbeat(layout: Layout, capfd: pytest.CaptureFixture) -> None:
-    _write_notebook(layout.notebook(STEM), "import sys, time\ntime.sleep(2.5)\nos_write = __import__('os').write\n"
-                    "os_write(2, b'KeyboardInterrupt from a worker\\n')\n" + CLAIMS_BODY)
+    _write_notebook(layout.notebook(STEM), "import os, time\ntime.sleep(2.5)\nprint(os.getcwd())\n"
+                    "os.write(2, b'KeyboardInterrupt from a worker\\n')\n" + CLAIMS_BODY)
     logs: list[str] = []
     reproduce.reproduce("smoke", layout=layout, stems=[STEM], log=logs.append, heartbeat_s=1.0)
     console = capfd.readouterr()
     assert "IPKernelApp" not in console.err + console.out and "KeyboardInterrupt" not in console.err + console.out
     assert any(line.startswith(f"  {STEM}: cell 4/4 running") for line in logs), logs
     assert sum(line.startswith(f"{STEM}: executed in ") for line in logs) == 1
+    assert f"note: {STEM}: cells 4 print an absolute path" in "\n".join(logs)  # the cwd printed
 
 
 def test_readme_block_is_added_once_and_markers_checked(tmp_path: Path) -> None:

@@ -498,11 +498,22 @@ def execute_notebook(
         "provenance": block,
     }
     nbformat.write(nb, str(tmp))
+    leaks = absolute_path_cells(nb, [layout.notebooks_dir.resolve().parent, PROJECT_ROOT, Path.home()])
+    if leaks:
+        log(f"note: {stem}: cells {', '.join(map(str, leaks))} print an absolute path of this machine; "
+            "print paths relative to the project instead")
     os.replace(tmp, final)
     (reports / f"{stem}.failed.ipynb").unlink(missing_ok=True)
     (reports / f"{stem}.failed.log").unlink(missing_ok=True)
     render_html(final, reports / "html" / f"{stem}.html")
     return NotebookRun(stem, "executed", wall_s, read_claims(json.loads(final.read_text())), provenance=block)
+
+
+def absolute_path_cells(nb: Any, roots: Sequence[Path]) -> list[int]:
+    """Numbers (1-based) of the cells whose source or outputs contain one of ``roots`` as an absolute path."""
+    needles = {str(r) for r in roots if str(r) not in ("/", "")}
+    return [i + 1 for i, cell in enumerate(nb.cells)
+            if any(n in json.dumps({"s": cell.get("source"), "o": cell.get("outputs", [])}) for n in needles)]
 
 
 # ------------------------------------------------------------------------------- committed comparison
