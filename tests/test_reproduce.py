@@ -143,7 +143,7 @@ def test_run_skip_rerun_reports_readme_and_check_against_committed(layout: Layou
     runs = reproduce.reproduce("default", layout=layout, stems=[STEM, "02_later"], data=layout.readme, log=logs.append)
     assert [r.status for r in runs] == ["executed", "not written yet"]
     assert runs[0].claims == [Claim("sum is n*scale", "4.5", "Table 1", "4.5", "reproduced", "+0.0 [-0.5, +0.5]", "x")]
-    assert "no committed report" in "\n".join(logs)
+    assert "no readable committed report" in "\n".join(logs)
     executed = layout.reports_dir("default") / f"{STEM}.ipynb"
     nb = json.loads(executed.read_text())
     assert nb["metadata"]["papermill"]["parameters"] == {"n": 3, "data": "../README.md"}  # relative to notebooks/

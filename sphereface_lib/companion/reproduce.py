@@ -570,7 +570,8 @@ def reproduction_table(runs: Sequence[NotebookRun], committed: dict[str, list[Cl
         for c in run.claims:
             before = old.get(c.claim)
             if before is None:
-                verdict = "no committed claim" if committed.get(run.stem) is not None else "no committed report"
+                verdict = "no committed claim" if committed.get(run.stem) is not None else (
+                    "no readable committed report")
                 lines.append(f"[{run.stem[:2]}] {c.claim} | - | {c.outcome}, {c.effect} | {verdict}")
                 continue
             same = claims_agree(before, c)
