@@ -119,7 +119,7 @@ def _scan_scores(s, top, hist, cand, cand_n, thr, nbins):  # pragma: no cover - 
     blocks, bins = hist.shape
     k = top.shape[1]
     cap = cand.shape[1]
-    one, two = np.float32(1.0), np.float32(2.0)
+    one, half_bins = np.float32(1.0), nbins * np.float32(0.5)
     for blk in numba.prange(blocks):
         h = hist[blk]
         for i in range(blk * n // blocks, (blk + 1) * n // blocks):
@@ -133,7 +133,7 @@ def _scan_scores(s, top, hist, cand, cand_n, thr, nbins):  # pragma: no cover - 
                 elif v < -one:
                     v = -one
                     s[i, j] = v
-                b = int((v + one) / two * nbins)
+                b = int((v + one) * half_bins)  # = (v + 1) / 2 x bins exactly: halving is exact
                 h[min(b, bins - 1)] += 1
                 if v > kth:
                     pos = k - 1
