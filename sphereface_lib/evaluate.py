@@ -26,7 +26,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -157,41 +157,21 @@ def load_feature_file(path: str | Path, keys_path: str | Path | None = None, opt
     return FeatureTable(keys, str(path), array=features)
 
 
-def load_model(path: Path, device: str) -> "torch.nn.Module | _Exported":
+def load_model(path: Path, device: str) -> "torch.nn.Module":
     """A model saved with ``torch.export.save`` (``.pt2``, batch dimension dynamic) or ``torch.jit.save``."""
     import torch
 
+    from ._export import ExportedModel
+
     try:
         if path.suffix == ".pt2":
-            return _Exported(torch.export.load(str(path)).module().to(device))
+            return ExportedModel(torch.export.load(str(path)).module().to(device))
         return torch.jit.load(str(path), map_location=device)
     except (RuntimeError, ValueError) as exc:
         raise UserError(
             f"--model {path}: not a {'torch.export' if path.suffix == '.pt2' else 'TorchScript'} model "
             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); save yours with torch.export.save("
             "torch.export.export(model, (x,), dynamic_shapes=...), 'model.pt2')") from None
-
-
-class _Exported:
-    """An exported graph with the module interface :func:`extract_features` uses; ``eval``/``train`` leave the
-    graph alone (torch.export fixed its mode and refuses to switch it)."""
-
-    training = False
-
-    def __init__(self, graph: "torch.nn.Module") -> None:
-        self.graph = graph
-
-    def __call__(self, x: "torch.Tensor") -> "torch.Tensor":
-        return self.graph(x)
-
-    def parameters(self) -> Iterator["torch.nn.Parameter"]:
-        return self.graph.parameters()
-
-    def eval(self) -> "_Exported":
-        return self
-
-    def train(self, mode: bool = True) -> "_Exported":
-        return self
 
 
 def load_model_features(images: str | Path, model: str | Path, flip: str, batch_size: int,
