@@ -67,7 +67,7 @@ def test_profiles_are_valid(stem: str) -> None:
 
 @pytest.mark.parametrize("stem", STEMS)
 def test_notebook_conventions(stem: str) -> None:
-    """One literal parameters cell, no classes or functions defined, claims recorded at the end."""
+    """One literal parameters cell (checked in the next), no classes or functions defined, claims, discussion, provenance."""
     cells = _code_cells(stem)
     tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
     assert len(tagged) == 1, f"{stem}: exactly one cell must be tagged 'parameters'"
@@ -78,7 +78,11 @@ def test_notebook_conventions(stem: str) -> None:
         source = "\n".join(l for l in "".join(cell["source"]).splitlines() if not l.startswith("%"))
         for node in ast.walk(ast.parse(source)):
             assert not isinstance(node, (ast.ClassDef, ast.FunctionDef)), f"{stem}: put {node.name} in sphereface_lib"
-    assert "record_claims(" in "".join(cells[-1]["source"]), f"{stem}: the last cell must call record_claims"
+    sources = ["".join(c["source"]) for c in cells]
+    assert sum("record_claims(" in s for s in sources) == 1, f"{stem}: exactly one cell must call record_claims"
+    assert "show_discussion(claims)" in sources[-2] and "show_provenance()" in sources[-1], (
+        f"{stem}: the claims are followed by the generated discussion and the provenance block")
+    assert "check_parameters(globals())" in sources[1], f"{stem}: the cell after the parameters checks them"
     assert json.loads(LAYOUT.notebook(stem).read_text())["metadata"]["kernelspec"]["name"] == reproduce.KERNEL_NAME
 
 

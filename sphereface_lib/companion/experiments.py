@@ -10,17 +10,18 @@ that every notebook asking for the same model on the same data shares one traini
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..data.packed import PackedDataset
 from ..errors import UserError
+from . import statistics as S
+from .project import project_root
+from .reproduce import Claim
 from ..data.protocols import PairList, pair_rows, read_lfw_pairs, read_ytf_splits, video_rows
 from ..data.synthetic import synthetic_benchmark
 from ..evaluation import FoldAccuracy, MegaFaceResult, extract_features, k_fold_accuracy, megaface_evaluate
@@ -28,10 +29,7 @@ from ..evaluation import video_features, ytf_10fold
 from ..losses import LambdaSchedule
 from ..training import TrainConfig, TrainResult, train_cached
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-#: the official solver's iterations per epoch: CASIA-WebFace (494,414 images) in global batches of 512
-#: (Section 4.1); annealing schedules are scaled to the epochs a run has seen, not to its iterations
-PAPER_ITERATIONS_PER_EPOCH = 494_414 / 512
+PROJECT_ROOT = project_root()
 
 #: parts of a real-data folder: (sub-folder, protocol file, the data_prep command that writes it)
 REAL_LAYOUT: dict[str, tuple[str, str | None, str]] = {
@@ -129,43 +127,114 @@ def open_benchmark(data: str | None, cache_dir: str | Path, parts: Sequence[str]
     return Benchmark(name=name, **opened)
 
 
+def carve_validation(bench: Benchmark, identities: int, cache_dir: str | Path, seed: int = 0,
+                     max_pairs_per_fold: int = 300, folds: int = 10) -> Benchmark:
+    """A benchmark for choosing recipes and head settings without looking at any test set: ``identities``
+    training identities (with >= 2 images, drawn with ``seed``) are held out, the others train, and the held-out
+    images are verified LFW-style: ``folds`` folds of identity-disjoint matched and mismatched pairs, as many
+    per fold as every fold offers (at most ``max_pairs_per_fold``)."""
+    from .feature_study import write_subset
+
+    train = bench.train
+    counts = np.bincount(train.labels, minlength=train.num_identities)
+    eligible = np.flatnonzero(counts >= 2)
+    if not folds * 2 <= identities <= len(eligible) - 2:
+        raise ExperimentError(f"carve_validation: identities={identities} must lie in [{2 * folds}, "
+                              f"{len(eligible) - 2}] for {train.root.name} ({len(eligible)} identities with >= 2 images)")
+    rng = np.random.default_rng([seed, 0x76616C])
+    held = np.sort(rng.choice(eligible, identities, replace=False))
+    keep = np.setdiff1d(np.arange(train.num_identities), held)
+    keep_rows = np.flatnonzero(np.isin(train.labels, keep))
+    relabel = np.full(train.num_identities, -1)
+    relabel[keep] = np.arange(len(keep))
+    held_rows = np.flatnonzero(np.isin(train.labels, held))
+    relabel_held = np.full(train.num_identities, -1)
+    relabel_held[held] = np.arange(len(held))
+    names = train.identities
+    part = write_subset(train, keep_rows, relabel[train.labels[keep_rows]], [names[i] for i in keep], cache_dir,
+                        "validation", {"held_out_seed": seed, "held_out_identities": int(identities)})
+    val = write_subset(train, held_rows, relabel_held[train.labels[held_rows]], [names[i] for i in held], cache_dir,
+                       "validation", {"held_out_seed": seed, "role": "validation images"})
+    by_fold = [held[f::folds] for f in range(folds)]
+    rows_of = {int(i): np.flatnonzero(val.labels == relabel_held[i]) for i in held}
+    offer = min(sum(len(rows_of[int(i)]) * (len(rows_of[int(i)]) - 1) // 2 for i in ids) for ids in by_fold)
+    n = min(max_pairs_per_fold, offer)
+    ka, kb, same, fold_of = [], [], [], []
+    for f, ids in enumerate(by_fold):
+        cand = [(a, b) for i in ids for x, a in enumerate(rows_of[int(i)]) for b in rows_of[int(i)][x + 1:]]
+        matched = [cand[c] for c in rng.permutation(len(cand))[:n]]
+        mismatched: dict[tuple[int, int], None] = {}
+        while len(mismatched) < n:
+            i, j = rng.choice(ids, 2, replace=False)
+            mismatched.setdefault((int(rng.choice(rows_of[int(i)])), int(rng.choice(rows_of[int(j)]))))
+        for (a, b), s in [*((m, True) for m in matched), *((m, False) for m in mismatched)]:
+            ka.append(val.keys[a]), kb.append(val.keys[b]), same.append(s), fold_of.append(f)
+    pairs = PairList.from_pairs(ka, kb, same, fold_of, source=f"validation pairs of {train.root.name}")
+    return Benchmark(name=f"{bench.name}, validation: {identities} held-out training identities",
+                     train=part, lfw=val, lfw_pairs=pairs)
+
+
 # ------------------------------------------------------------------------------------------- training
+
+
+#: the official solver (sphereface_solver.prototxt, Section 4.1): 28k iterations, lr divided by 10 at 16k and 24k;
+#: lambda = max(5, 1000 / (1 + 0.12 i)) reaches lambda_min = 5 at i = (1000 / 5 - 1) / 0.12 = 1,658
+OFFICIAL_ITERATIONS = 28_000
+OFFICIAL_LR_STEPS = (16_000, 24_000)
+OFFICIAL_LAMBDA_MIN_AT = (1000.0 / 5.0 - 1.0) / 0.12
+
+#: head settings of the compared losses, chosen on validation identities carved from the training set
+#: (scripts/recipe_study.py, docs/recipe.md); a row's entry overrides the head's defaults
+BASELINE_KWARGS: dict[str, dict[str, float]] = {}
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A CPU- or paper-sized training recipe shared by every row of a table (Section 4.1's solver: SGD,
-    momentum 0.9, weight decay 5e-4, lr divided by 10 at 50% and 75% of the iterations). The defaults are
-    the CPU-sized default profile of notebooks 04-07 (about 2.7 epochs of the default synthetic set)."""
+    """A CPU- or paper-sized training recipe shared by every row of a table: the official solver's shape (SGD,
+    momentum 0.9, weight decay 5e-4, lr divided by 10 at 16/28 and 24/28 of the run; lambda annealed as
+    1000 / (1 + gamma i) down to 5, reached at the official 1,658/28,000 of the run), scaled by *fractions of the
+    run*, so that a short CPU run or a few hundred real images keep the official proportions. The defaults are
+    the recipe chosen in docs/recipe.md for the default profile of notebooks 04-07."""
 
-    backbone: str = "sphereface20"
+    backbone: str = "sphereface10"
     width: float = 0.125
     feat_dim: int = 64
-    iterations: int = 500
+    iterations: int = 1000
     batch_size: int = 64
     lr: float = 0.05
     pk_k: int = 4  #: images per identity in a batch of the pair/triplet rows (sampler "pk")
+    #: fraction of the run at which lambda reaches 5: the official run's is 1,658 / 28,000 = 0.059, at which every
+    #: CPU candidate's m = 3, 4 and L-Softmax collapsed to ln C; 0.30 is the earliest tried that trained them
+    lambda_min_at: float = 0.30
+    lr_steps_at: tuple[float, ...] = tuple(s / OFFICIAL_ITERATIONS for s in OFFICIAL_LR_STEPS)  #: fractions
+
+    def lambda_schedule(self, lambda_min: float = 5.0, base: float = 1000.0) -> dict[str, float]:
+        """The official annealing, max(lambda_min, base / (1 + gamma i)), reaching lambda_min at ``lambda_min_at``."""
+        gamma = (base / lambda_min - 1.0) / max(1.0, self.lambda_min_at * self.iterations)
+        return {"base": base, "gamma": gamma, "power": 1.0, "lambda_min": lambda_min}
+
+    def lr_steps(self) -> list[int]:
+        """The iterations at which the learning rate drops tenfold."""
+        return sorted({s for s in (round(f * self.iterations) for f in self.lr_steps_at) if 0 < s < self.iterations})
+
+    def high_lr_fraction_near_lambda_min(self, within: float = 1.0) -> float:
+        """Fraction of the iterations before the first lr step run at lambda <= lambda_min + ``within`` (the
+        official run: 14.6k of its 16k, 0.91)."""
+        s = LambdaSchedule(**self.lambda_schedule())
+        first = (self.lr_steps() or [self.iterations])[0]
+        return sum(s(i) <= s.lambda_min + within for i in range(first)) / first
 
 
-def _scaled(schedule: LambdaSchedule, iterations_per_epoch: float) -> dict[str, float]:
-    """The official annealing per epoch of data seen: lambda after e epochs equals the official run's lambda
-    after e epochs of CASIA-WebFace (the official run reaches lambda_min after about 1.7 epochs)."""
-    return {"base": schedule.base, "gamma": schedule.gamma * PAPER_ITERATIONS_PER_EPOCH / iterations_per_epoch,
-            "power": schedule.power, "lambda_min": schedule.lambda_min}
-
-
-def _head(row: str, recipe: Recipe, train_images: int) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
+def _head(row: str, recipe: Recipe) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
     """(head name, head kwargs, sampler, sampler kwargs) of a row."""
     pk = ("pk", {"k": recipe.pk_k})
-    per_epoch = train_images / recipe.batch_size  # this run's iterations per epoch
+    annealed = {"lambda_schedule": recipe.lambda_schedule()}
     if row.startswith("asoftmax_m") and row[len("asoftmax_m"):] in ("1", "2", "3", "4"):
-        m = int(row[len("asoftmax_m"):])
-        return "asoftmax", {"m": m, "lambda_schedule": _scaled(LambdaSchedule(), per_epoch)}, "random", {}
+        return "asoftmax", {"m": int(row[len("asoftmax_m"):]), **annealed}, "random", {}
     table: dict[str, tuple[str, dict[str, Any], str, dict[str, Any]]] = {
         "softmax": ("softmax", {}, "random", {}),
         # L-Softmax rows anneal like A-Softmax (the SphereFace solver), so the rows differ by the head alone
-        "lsoftmax": ("lsoftmax", {"m": 4, "lambda_schedule": _scaled(LambdaSchedule(), per_epoch)},
-                     "random", {}),
+        "lsoftmax": ("lsoftmax", {"m": 4, **annealed}, "random", {}),
         "softmax_contrastive": ("softmax_contrastive", {}, *pk),
         "triplet": ("triplet", {}, *pk),
         "softmax_center": ("softmax_center", {}, "random", {}),
@@ -174,27 +243,30 @@ def _head(row: str, recipe: Recipe, train_images: int) -> tuple[str, dict[str, A
     }
     if row not in table:
         raise ExperimentError(f"row {row!r} is unknown; choose among {', '.join(ROW_LABELS)}")
-    return table[row]
+    head, kwargs, sampler, sampler_kwargs = table[row]
+    return head, {**kwargs, **BASELINE_KWARGS.get(row, {})}, sampler, sampler_kwargs
 
 
-def train_config(bench: Benchmark, row: str, recipe: Recipe, seed: int) -> TrainConfig:
-    """The training configuration of ``row`` under ``recipe`` on the benchmark's training set."""
-    head, kwargs, sampler, sampler_kwargs = _head(row, recipe, len(bench.train))
-    steps = [recipe.iterations // 2, (3 * recipe.iterations) // 4]
+def train_config(bench: Benchmark, row: str, recipe: Recipe, seed: int,
+                 head_kwargs: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The training configuration of ``row`` under ``recipe`` on the benchmark's training set; ``head_kwargs``
+    override the row's head settings (the validation study of the compared losses)."""
+    head, kwargs, sampler, sampler_kwargs = _head(row, recipe)
     return TrainConfig.from_dict({
         "data": {"path": str(bench.train.root), "sampler": sampler, "sampler_kwargs": sampler_kwargs},
         "model": {"backbone": recipe.backbone, "width": recipe.width, "feat_dim": recipe.feat_dim},
-        "head": {"name": head, "kwargs": kwargs},
+        "head": {"name": head, "kwargs": {**kwargs, **(head_kwargs or {})}},
         "optim": {"iterations": recipe.iterations, "batch_size": recipe.batch_size, "lr": recipe.lr,
-                  "lr_steps": [s for s in steps if s > 0]},
+                  "lr_steps": recipe.lr_steps()},
         "run": {"seed": seed, "device": "auto", "amp": "auto", "progress": False,
-                "log_every": max(1, recipe.iterations // 10), "checkpoint_every": recipe.iterations},
+                "log_every": max(1, recipe.iterations // 20), "checkpoint_every": recipe.iterations},
     }, source=f"row {row!r}")
 
 
-def train_row(bench: Benchmark, row: str, recipe: Recipe, seed: int, cache_dir: str | Path) -> TrainResult:
+def train_row(bench: Benchmark, row: str, recipe: Recipe, seed: int, cache_dir: str | Path,
+              head_kwargs: Mapping[str, Any] | None = None) -> TrainResult:
     """The trained model of ``row`` (from ``<cache_dir>/models`` when trained before)."""
-    return train_cached(train_config(bench, row, recipe, seed), resolve_path(cache_dir) / "models")
+    return train_cached(train_config(bench, row, recipe, seed, head_kwargs), resolve_path(cache_dir) / "models")
 
 
 # ----------------------------------------------------------------------------------------- evaluation
@@ -239,7 +311,8 @@ def megaface_results(model: TrainResult, bench: Benchmark, distractor_counts: Se
 
 def verification_table(bench: Benchmark, rows: Sequence[str], seeds: Sequence[int], recipe: Recipe,
                        cache_dir: str | Path, protocols: Sequence[str] = ("lfw", "ytf")) -> pd.DataFrame:
-    """One line per (row, seed): the 10-fold mean accuracy and fold std (in %) of each protocol."""
+    """One line per (row, seed): the 10-fold mean accuracy, fold std and per-fold accuracies (in %) of each
+    protocol (column ``<protocol>_folds``: what the paired statistics use)."""
     if not seeds:
         raise ExperimentError("seeds must name at least one seed, e.g. seeds = [0, 1]")
     out = []
@@ -251,6 +324,7 @@ def verification_table(bench: Benchmark, rows: Sequence[str], seeds: Sequence[in
                 acc = {"lfw": lfw_accuracy, "ytf": ytf_accuracy}[protocol](model, bench)
                 line[protocol] = 100 * acc.mean
                 line[f"{protocol}_fold_std"] = 100 * acc.std
+                line[f"{protocol}_folds"] = 100 * np.asarray(acc.accuracies, dtype=np.float64)
             out.append(line)
     return pd.DataFrame(out)
 
@@ -265,75 +339,104 @@ def summary(table: pd.DataFrame, metrics: Sequence[str], by: str = "row") -> pd.
     return pd.DataFrame(cols)
 
 
-# ------------------------------------------------------------------------------------------- verdicts
+# ------------------------------------------------------------------------------------------- claims
+
+
+def fold_matrix(table: pd.DataFrame, row: str, metric: str, by: str = "row") -> np.ndarray:
+    """Per-fold accuracies of one row, shape (seeds, folds), seeds in increasing order (rows that share seeds
+    and test pairs line up cell by cell: the pairing of :func:`~.statistics.paired_difference`)."""
+    lines = table[table[by] == row].sort_values("seed")
+    if lines.empty:
+        raise ExperimentError(f"no results for {by}={row!r}; the table holds {sorted(table[by].unique())}")
+    return np.stack([np.asarray(v, dtype=np.float64) for v in lines[f"{metric}_folds"]])
+
+
+def compare(table: pd.DataFrame, better: str, worse: str, metric: str, by: str = "row") -> S.Estimate:
+    """``better`` minus ``worse`` in accuracy points, paired by seed and fold (:func:`~.statistics.paired_difference`)."""
+    a, b = fold_matrix(table, better, metric, by), fold_matrix(table, worse, metric, by)
+    if a.shape != b.shape:
+        raise ExperimentError(f"compare: {better} has {a.shape[0]} seeds, {worse} {b.shape[0]}: train both with the same seeds")
+    return S.paired_difference(a, b)
+
+
+def trend_over(table: pd.DataFrame, rows: Sequence[str], x: Sequence[float], metric: str, by: str = "row") -> S.Estimate:
+    """Slope of ``metric`` on ``x`` over ``rows`` (in that order), per seed and fold (:func:`~.statistics.trend`)."""
+    return S.trend(np.asarray(x, dtype=np.float64), np.stack([fold_matrix(table, r, metric, by) for r in rows]))
+
+
+def make_claim(claim: str, paper: str, paper_source: str, ours: str, estimate: S.Estimate, unit: str = "pts",
+               digits: int = 2) -> Claim:
+    """A results-table line whose outcome and effect come from ``estimate``."""
+    e, u = estimate, f" {unit}" if unit else ""
+    return Claim(claim=claim, paper=paper, paper_source=paper_source, ours=ours, outcome=e.outcome,
+                 effect=f"{e.effect:+.{digits}f}{u} [{e.low:+.{digits}f}, {e.high:+.{digits}f}]",
+                 evidence=f"{e.confidence:.0%} interval, {e.method}")
+
+
+def make_all_of_claim(claim: str, paper: str, paper_source: str, ours: str, estimates: Mapping[str, S.Estimate],
+                      unit: str = "pts", digits: int = 2) -> Claim:
+    """A claim over several comparisons at once ("beats every compared loss": :func:`~.statistics.all_of`)."""
+    outcome, evidence = S.all_of(estimates, unit=unit, digits=digits)
+    effects = "; ".join(f"{k} {e.effect:+.{digits}f}" for k, e in estimates.items())
+    return Claim(claim=claim, paper=paper, paper_source=paper_source, ours=ours, outcome=outcome,
+                 effect=effects, evidence=evidence)
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """A computed comparison: the effect, the spread it is weighed against, and whether it exceeds it."""
+class MegaFaceHits:
+    """Per-pair outcomes of one model on the MegaFace-like probes, for identity-clustered comparisons: rank-1 hit of
+    each (probe, gallery mate) pair and true accept of each genuine pair at ``far``, with the identity of each."""
 
-    effect: float
-    spread: float
-    holds: bool
-    evidence: str
-
-
-def _standard_error(table: pd.DataFrame, row: str, metric: str, by: str) -> tuple[float, str]:
-    """Standard error of a row's mean: from the seeds when there are several, else from the 10 folds."""
-    values = table.loc[table[by] == row, metric].to_numpy()
-    if len(values) == 0:
-        raise ExperimentError(f"no results for {by}={row!r}")
-    if len(values) > 1:
-        return float(values.std(ddof=1) / math.sqrt(len(values))), f"{len(values)} seeds"
-    fold_std = float(table.loc[table[by] == row, f"{metric}_fold_std"].iloc[0])
-    return fold_std / math.sqrt(10), "10-fold standard error (one seed)"
+    rank1: np.ndarray
+    rank1_identity: np.ndarray
+    accept: np.ndarray
+    accept_identity: np.ndarray
+    far: float
+    distractors: int
 
 
-def beats(table: pd.DataFrame, better: str, worse: str, metric: str, by: str = "row", z: float = 2.0) -> Verdict:
-    """Whether ``better``'s mean ``metric`` exceeds ``worse``'s by more than ``z`` standard errors of the
-    difference (run-to-run spread over seeds when both have several, else the 10-fold standard error)."""
-    mean = table.groupby(by)[metric].mean()
-    missing = [r for r in (better, worse) if r not in mean.index]
-    if missing:
-        raise ExperimentError(f"beats: {missing} not among the table's {by} values {sorted(mean.index)}")
-    effect = float(mean[better] - mean[worse])
-    se_a, how_a = _standard_error(table, better, metric, by)
-    se_b, how_b = _standard_error(table, worse, metric, by)
-    se = math.hypot(se_a, se_b)
-    how = how_a if how_a == how_b else f"{how_a} / {how_b}"
-    holds = bool(effect > z * se)
-    return Verdict(effect, se, holds,
-                   f"{metric.upper()} {better} - {worse} = {effect:+.2f} pts vs {z:g} SE = {z * se:.2f} pts ({how})")
+def megaface_hits(model: TrainResult, bench: Benchmark, result: MegaFaceResult, far: float, seed: int = 0) -> MegaFaceHits:
+    """The per-pair outcomes behind ``result`` (one distractor count, from :func:`megaface_results` with ``far``
+    among its FARs): the mate beats every distractor (rank 1); the genuine score passes the FAR's threshold.
+    Checked against ``result``'s rank-1 and TAR."""
+    probe = features(model, bench.megaface_probe)
+    dis = bench.megaface_distractors
+    order = np.sort(np.random.default_rng(seed).permutation(len(dis.labels))[: result.distractors])
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    p = unit(probe.astype(np.float64))
+    best = np.full(len(p), -np.inf)
+    for s in range(0, len(order), 4096):
+        d = unit(features(model, _rows(dis, order[s:s + 4096])).astype(np.float64))
+        best = np.maximum(best, (p @ d.T).max(axis=1))
+    labels = np.asarray(bench.megaface_probe.labels)
+    i, j = np.nonzero((labels[:, None] == labels[None, :]) & ~np.eye(len(labels), dtype=bool))
+    scores = np.einsum("ij,ij->i", p[i], p[j])
+    rank1 = scores > best[i]
+    genuine = i < j
+    accept = scores[genuine] > result.threshold_at_far[far]
+    if abs(rank1.mean() - result.rank1) > 2e-3 or abs(accept.mean() - result.tar_at_far[far]) > 2e-3:
+        raise RuntimeError(f"megaface_hits: rank-1 {rank1.mean():.4f} / TAR {accept.mean():.4f} differ from "
+                           f"megaface_evaluate's {result.rank1:.4f} / {result.tar_at_far[far]:.4f}")
+    return MegaFaceHits(rank1, labels[i], accept, labels[i][genuine], far, result.distractors)
 
 
-def rises_with(table: pd.DataFrame, x: str, metric: str, z: float = 2.0) -> Verdict:
-    """Whether ``metric`` rises with ``x``: least-squares slope over every (x, seed) result greater than ``z``
-    standard errors of the slope (the residual scatter includes the run-to-run spread)."""
-    xs, ys = table[x].to_numpy(float), table[metric].to_numpy(float)
-    if len(np.unique(xs)) < 2:
-        raise ExperimentError(f"rises_with: need at least two values of {x!r}")
-    if len(xs) < 3:
-        raise ExperimentError("rises_with: need at least three results to estimate the slope's error")
-    fit = stats.linregress(xs, ys)
-    holds = bool(fit.slope > z * fit.stderr)
-    return Verdict(float(fit.slope), float(fit.stderr), holds,
-                   f"slope {fit.slope:+.2f} pts per unit {x} vs {z:g} SE = {z * fit.stderr:.2f} "
-                   f"(linear fit over {len(xs)} results)")
+def megaface_difference(hits: Mapping[tuple[str, int], MegaFaceHits], better: str, worse: str, seeds: Sequence[int],
+                        kind: str = "rank1", n_resamples: int = 2000) -> S.Estimate:
+    """``better`` minus ``worse`` in points of rank-1 (``kind`` "rank1") or TAR ("accept") on the same probe pairs,
+    every seed's pairs pooled, by an identity-clustered bootstrap (:func:`~.statistics.rate_difference`)."""
+    if kind not in ("rank1", "accept"):
+        raise ExperimentError(f"megaface_difference: kind must be 'rank1' or 'accept', got {kind!r}")
+    a = np.concatenate([getattr(hits[better, s], kind) for s in seeds])
+    b = np.concatenate([getattr(hits[worse, s], kind) for s in seeds])
+    ids = np.concatenate([getattr(hits[better, s], f"{kind}_identity") for s in seeds])
+    return S.rate_difference(a, b, ids, n_resamples=n_resamples)
 
 
+def _rows(dataset: PackedDataset, rows: np.ndarray) -> PackedDataset:
+    """A view of some rows of a packed dataset that :func:`features` accepts (images and labels only)."""
+    return _RowView(dataset.images[rows])
 
-def rate_beats(rates: Mapping[str, float], trials: Mapping[str, int], best: str, z: float = 2.0) -> Verdict:
-    """Whether rate ``best`` (e.g. rank-1, TAR) exceeds every other rate by more than ``z`` binomial standard
-    errors of the difference, sqrt(p(1-p)/n) per rate over its ``trials`` (one model each, no folds)."""
-    if best not in rates:
-        raise ExperimentError(f"rate_beats: {best!r} is not among {sorted(rates)}")
-    se = {k: math.sqrt(max(p * (1 - p), 0.0) / trials[k]) for k, p in rates.items()}
-    gaps = {k: (rates[best] - p, math.hypot(se[best], se[k])) for k, p in rates.items() if k != best}
-    if not gaps:
-        raise ExperimentError("rate_beats: need at least one rate to compare against")
-    wins = sum(effect > z * s for effect, s in gaps.values())
-    worst = min(gaps, key=lambda k: gaps[k][0] - z * gaps[k][1])
-    effect, s = gaps[worst]
-    return Verdict(effect, s, wins == len(gaps),
-                   f"{wins}/{len(gaps)} gaps beyond {z:g} binomial SE; smallest: {best} - {worst} = "
-                   f"{100 * effect:+.2f} pts vs {z:g} SE = {100 * z * s:.2f} pts")
+
+@dataclass(frozen=True)
+class _RowView:
+    images: np.ndarray

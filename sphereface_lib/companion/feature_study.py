@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from filelock import FileLock
 import torch
 
 from ..data.packed import PackedDataset, PackedWriter
@@ -88,26 +88,32 @@ def choose_identities(dataset: PackedDataset, identities: int, test_fraction: fl
 
 
 def write_training_subset(split: IdentitySplit, cache_dir: str | os.PathLike) -> PackedDataset:
-    """The split's training images as a packed dataset under ``cache_dir/feature_study/`` (written once,
-    atomically, named by a hash of the source manifest and the rows; safe when processes race)."""
-    src = split.dataset
+    """The split's training images as a packed dataset under ``cache_dir/feature_study/``."""
+    return write_subset(split.dataset, split.train_rows, split.train_labels, split.names, cache_dir, "feature_study",
+                        {"source_labels": list(split.source_labels)})
+
+
+def write_subset(src: PackedDataset, rows: np.ndarray, labels: np.ndarray, names: Sequence[str],
+                 cache_dir: str | os.PathLike, folder: str, extra: dict | None = None) -> PackedDataset:
+    """Rows of ``src`` relabelled ``labels`` (identities ``names``) as a packed dataset under
+    ``cache_dir/<folder>/`` (written once, atomically, named by a hash of the source manifest and the rows;
+    safe when processes race)."""
     blob = json.dumps({"source": str(src.root.resolve()), "manifest": dataclasses.asdict(src.manifest),
-                       "rows": split.train_rows.tolist(), "labels": split.train_labels.tolist()}, sort_keys=True)
+                       "rows": np.asarray(rows).tolist(), "labels": np.asarray(labels).tolist(),
+                       "names": list(names)}, sort_keys=True)
     key = hashlib.sha256(blob.encode()).hexdigest()[:16]
-    folder = Path(cache_dir) / "feature_study"
-    folder.mkdir(parents=True, exist_ok=True)
-    root = folder / f"subset-{key}"
+    parent = Path(cache_dir) / folder
+    parent.mkdir(parents=True, exist_ok=True)
+    root = parent / f"subset-{key}"
     if (root / "manifest.json").is_file():
         return PackedDataset(root)
-    with open(folder / f"subset-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(str(parent / f"subset-{key}.lock")):
         if not (root / "manifest.json").is_file():
             h, w, c = src.manifest.image_shape
             with PackedWriter(root, height=h, width=w, channels=c, source=f"{src.manifest.source} subset",
-                              version=src.manifest.version, identities=list(split.names), overwrite=True,
-                              extra={"subset_of": str(src.root), "source_labels": list(split.source_labels)}) as wr:
-                wr.add(np.asarray(src.images[split.train_rows]), split.train_labels,
-                       [src.keys[r] for r in split.train_rows])
+                              version=src.manifest.version, identities=list(names), overwrite=True,
+                              extra={"subset_of": src.root.name, **(extra or {})}) as wr:
+                wr.add(np.asarray(src.images[rows]), np.asarray(labels, dtype=np.int64), [src.keys[r] for r in rows])
     return PackedDataset(root)
 
 
@@ -329,3 +335,19 @@ __all__ = [
     "class_weights", "feature_config", "head_accuracy", "monotone_verdict", "norm_spread", "pair_angles",
     "train_feature_model", "unit", "write_training_subset",
 ]
+
+
+def fig5_statistics(features_by_m: dict[int, np.ndarray], labels: np.ndarray, rows: np.ndarray | None = None,
+                    separated_from: int = 3) -> dict[str, float]:
+    """The three Fig. 5 effects on the images ``rows`` (all when None; repeats dropped), max / min over pairs as
+    the paper defines them: ``intra_shrinks`` = minus the least-squares slope of the maximal intra-class angle on
+    m, ``inter_grows`` = the slope of the minimal inter-class angle, ``min_gap`` = the smallest
+    min inter - max intra over m >= ``separated_from`` (degrees; each > 0 when the paper's statement holds)."""
+    rows = np.arange(len(labels)) if rows is None else np.unique(rows)
+    margins = sorted(features_by_m)
+    summary = {m: angle_summary(features_by_m[m][rows], labels[rows], 1.0) for m in margins}
+    slope = lambda v: float(np.polyfit(margins, v, 1)[0])  # noqa: E731
+    large = [m for m in margins if m >= separated_from] or margins[-1:]
+    return {"intra_shrinks": -slope([summary[m].max_intra for m in margins]),
+            "inter_grows": slope([summary[m].min_inter for m in margins]),
+            "min_gap": min(summary[m].gap for m in large)}

@@ -189,30 +189,71 @@ def paper_beside_ours(ours: pd.DataFrame, paper: Mapping[str, Mapping[str, float
 
 
 def plot_accuracy_vs(table: pd.DataFrame, x: str, metrics: Sequence[str], hue: str | None = None,
-                     xlabel: str | None = None, log_x: bool = False) -> plt.Figure:
-    """Accuracy (%) against ``x`` (m, depth), one panel per metric; points are seeds, lines their mean."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
+                     xlabel: str | None = None, log_x: bool = False,
+                     paper: Mapping[str, Mapping[float, float]] | None = None) -> plt.Figure:
+    """Accuracy (%) against ``x`` (m, depth), one panel per metric: points are seeds, lines their mean with a
+    95% t interval over seeds; ``paper[metric][x]`` values are drawn as reference marks (x, on the right axis
+    of the paper's own scale, since the paper's accuracies are far higher than a CPU miniature's)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 3.8), squeeze=False)
+    values = sorted(table[x].unique())
     for ax, metric in zip(axes[0], metrics):
-        sns.lineplot(data=table, x=x, y=metric, hue=hue, marker="o", errorbar=None, ax=ax)
-        sns.scatterplot(data=table, x=x, y=metric, hue=hue, legend=False, alpha=0.5, ax=ax)
-        ax.set(xlabel=xlabel or x, ylabel=f"{metric.upper()} accuracy (%)")
+        sns.lineplot(data=table, x=x, y=metric, hue=hue, marker="o", errorbar=("ci", 95), err_style="bars", ax=ax)
+        sns.scatterplot(data=table, x=x, y=metric, hue=hue, legend=False, alpha=0.4, ax=ax)
+        ax.set(xlabel=xlabel or x, ylabel=f"{metric.upper()}-like accuracy, ours (%)")
         if log_x:
             ax.set_xscale("log")
-            ax.set_xticks(sorted(table[x].unique()), [str(v) for v in sorted(table[x].unique())])
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
+            ax.xaxis.set_minor_locator(plt.NullLocator())
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.grid(alpha=0.3)
+        typed = (paper or {}).get(metric)
+        if typed:
+            right = ax.twinx()
+            xs = [v for v in values if v in typed]
+            right.plot(xs, [typed[v] for v in xs], "kx--", lw=0.8, label="paper (right axis)")
+            right.set_ylabel(f"{metric.upper()} accuracy, paper (%)")
+            right.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def plot_accuracy_bars(table: pd.DataFrame, metrics: Sequence[str], labels: Mapping[str, str]) -> plt.Figure:
-    """Bars of the mean accuracy (%) per row (loss), one panel per metric; black dots are the seeds."""
+    """Bars of the mean accuracy (%) per row (loss) with 95% t intervals over seeds, one panel per metric; black
+    dots are the seeds; the axis spans the data, not 0-100."""
     data = table.assign(method=table["row"].map(lambda r: labels.get(r, r)))
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 0.45 * data["method"].nunique() + 1.5),
                              squeeze=False)
     for ax, metric in zip(axes[0], metrics):
-        sns.barplot(data=data, y="method", x=metric, errorbar=None, color="tab:blue", ax=ax)
+        sns.barplot(data=data, y="method", x=metric, errorbar=("ci", 95), color="tab:blue", alpha=0.6, ax=ax)
         sns.stripplot(data=data, y="method", x=metric, color="black", size=4, ax=ax)
-        low = float(data[metric].min())
-        ax.set(xlabel=f"{metric.upper()} accuracy (%)", ylabel="", xlim=(max(0.0, low - 5), 100))
+        low, high = float(data[metric].min()), float(data[metric].max())
+        ax.set(xlabel=f"{metric.upper()}-like accuracy (%)", ylabel="", xlim=(max(0.0, low - 2), min(100.0, high + 1)))
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_effects(effects: Mapping[str, object], paper: Mapping[str, float] | None = None,
+                 xlabel: str = "effect (accuracy points)", title: str = "") -> plt.Figure:
+    """Each claim's effect with its interval (``companion.statistics.Estimate``), coloured by outcome, with the
+    paper's effect as a reference mark where the paper gives one; 0 is the line a claim must clear."""
+    colours = {"reproduced": "tab:green", "inconclusive": "tab:grey", "contradicted": "tab:red"}
+    names = list(effects)
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(names) + 1.4))
+    for i, name in enumerate(names):
+        e = effects[name]
+        ax.errorbar(e.effect, i, xerr=[[e.effect - e.low], [e.high - e.effect]], fmt="o", capsize=4,
+                    color=colours[e.outcome], label=e.outcome)
+        if paper and name in paper:
+            ax.plot(paper[name], i, "kx", ms=8, label="paper")
+    ax.axvline(0.0, color="black", lw=0.8)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set(xlabel=xlabel, title=title)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best")
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
 

@@ -26,6 +26,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from .project import project_root
+
 #: environment variables that pin the CPU dispatch (read when torch, MKL and oneDNN load)
 DISPATCH_PINS: dict[str, str] = {
     "ATEN_CPU_CAPABILITY": "avx2",
@@ -33,11 +35,11 @@ DISPATCH_PINS: dict[str, str] = {
     "ONEDNN_MAX_CPU_ISA": "AVX2",
 }
 #: profiles whose notebooks run with :data:`DISPATCH_PINS` (the paper profile runs on GPUs, unpinned)
-PINNED_PROFILES: tuple[str, ...] = ("smoke", "default")
+PINNED_PROFILES: tuple[str, ...] = ("smoke", "default", "real")
 #: set by the runner for the kernels, read by :func:`show_provenance` inside a notebook
 PROFILE_VARIABLE = "SPHEREFACE_PROFILE"
 COMMIT_VARIABLE = "SPHEREFACE_COMMIT"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = project_root()
 #: what the runner writes while it runs; a change there does not make the library's tree "dirty"
 OUTPUT_PATHS: tuple[str, ...] = ("reports", "README.md", "tests/notebooks")
 

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from .project import project_root
 from ..data.packed import atomic_write_text
 from ..errors import UserError, run_command
 from . import parameters as parameter_types
@@ -47,12 +48,12 @@ from .provenance import (
     COMMIT_VARIABLE, PROFILE_VARIABLE, dispatch_environment, library_commit, provenance_lines, provenance_markdown,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = project_root()
 LIBRARY_DIR = Path(__file__).resolve().parents[1]
 MATHJAX_DIR = Path(__file__).resolve().parent / "assets" / "mathjax"
 MATHJAX_SCRIPT = "tex-svg-full.js"
 KERNEL_NAME = "sphereface"
-PROFILES: tuple[str, ...] = ("smoke", "default", "paper")
+PROFILES: tuple[str, ...] = ("smoke", "default", "paper", "real")
 NOTEBOOKS: tuple[str, ...] = (
     "01_binary_example_and_margin_bounds",
     "02_exploratory_2d_features",
@@ -608,6 +609,10 @@ def reproduce(
     """
     if profile not in PROFILES:
         raise ReproduceError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if profile == "real" and data is None:
+        raise ReproduceError("profile 'real' needs a real-data folder: build one with `python -m data_prep.openset "
+                             "--src <folder of identities> --out data/att_real --size 56x48 --test-identities 20 "
+                             "--megaface-probe 6 --megaface-distractors 4` and pass DATA=data/att_real")
     data_param = None
     if data is not None:
         data = Path(data).resolve()

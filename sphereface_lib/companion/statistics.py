@@ -388,3 +388,10 @@ def usable_far(n_impostors: int, fars: Sequence[float], min_false_accepts: int =
         raise ValueError(f"{where}: every far must be in (0, 1], got {far_values.tolist()}")
     threshold = min_false_accepts * (1.0 - 1e-9)
     return [float(far) for far in far_values if n_impostors * far >= threshold]
+
+
+def exact(effect: float, method: str) -> Estimate:
+    """A deterministic check (no sampling noise: a closed form against a measurement with a known error bound)
+    as an :class:`Estimate` whose interval is the point itself; ``effect`` > 0 when the check passes."""
+    effect = float(effect)
+    return Estimate(effect, effect, effect, CONFIDENCE, f"deterministic check: {method}", 1)
