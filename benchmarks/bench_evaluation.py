@@ -248,6 +248,12 @@ def main() -> None:
     counts = [10_000] if args.quick else sorted(args.distractors)
     if min(counts) < 1 or args.repeats < 1:
         parser.error(f"--distractors and --repeats must be positive, got {counts} and {args.repeats}")
+    if not args.no_faiss:
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            parser.error("the faiss reference needs faiss-cpu (.venv/bin/pip install faiss-cpu==1.15.1), "
+                         "or pass --no-faiss")
     if not args.skip_lfw:
         bench_lfw(args.lfw_dim, args.repeats)
     bench_megaface(counts, args.dim, args.chunk_size, args.repeats, not args.no_faiss)
