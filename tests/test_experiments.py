@@ -48,8 +48,9 @@ def test_schedule_keeps_the_official_proportions(smoke) -> None:
     from sphereface_lib.losses import LambdaSchedule
 
     bench, _ = smoke
+    official_at = E.OFFICIAL_LAMBDA_MIN_AT / E.OFFICIAL_ITERATIONS
     for iterations in (280, 2800, 28000):
-        recipe = E.Recipe(iterations=iterations)
+        recipe = E.Recipe(iterations=iterations, lambda_min_at=official_at)
         cfg = E.train_config(bench, "asoftmax_m4", recipe, 0)
         s = LambdaSchedule(**cfg.head.kwargs["lambda_schedule"])
         at = E.OFFICIAL_LAMBDA_MIN_AT / E.OFFICIAL_ITERATIONS * iterations
@@ -57,8 +58,9 @@ def test_schedule_keeps_the_official_proportions(smoke) -> None:
         assert cfg.optim.lr_steps == [round(iterations * 16 / 28), round(iterations * 24 / 28)]
         assert recipe.high_lr_fraction_near_lambda_min() == pytest.approx(0.913, abs=0.01)
         assert E.train_config(bench, "lsoftmax", recipe, 0).head.kwargs["lambda_schedule"] == cfg.head.kwargs["lambda_schedule"]
-    official = E.Recipe(iterations=28000).lambda_schedule()
+    official = E.Recipe(iterations=28000, lambda_min_at=official_at).lambda_schedule()
     assert official["gamma"] == pytest.approx(0.12, rel=1e-3)  # the official solver's gamma
+    assert E.Recipe().high_lr_fraction_near_lambda_min() == pytest.approx(0.562, abs=0.01)  # docs/recipe.md
 
 
 def test_head_kwargs_override_a_row(smoke) -> None:
