@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import hashlib
 import html
 import json
 import os
@@ -37,11 +36,12 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from .project import project_root
 from ..data.packed import atomic_write_text
 from ..errors import UserError, run_command
+from ..fingerprint import library_fingerprint, sha256_of_parts
 from . import parameters as parameter_types
 from .statistics import CONFIDENCE, OUTCOMES
 from .provenance import (
@@ -49,7 +49,6 @@ from .provenance import (
 )
 
 PROJECT_ROOT = project_root()
-LIBRARY_DIR = Path(__file__).resolve().parents[1]
 MATHJAX_DIR = Path(__file__).resolve().parent / "assets" / "mathjax"
 MATHJAX_SCRIPT = "tex-svg-full.js"
 KERNEL_NAME = "sphereface"
@@ -313,24 +312,11 @@ def resolve_parameters(
 # --------------------------------------------------------------------------------------- fingerprints
 
 
-def _sha256(parts: Iterable[bytes]) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(hashlib.sha256(part).digest())
-    return digest.hexdigest()
-
-
-def library_fingerprint(library_dir: Path = LIBRARY_DIR) -> str:
-    """Hash of the library's Python sources (any change to sphereface_lib re-runs the notebooks)."""
-    files = sorted(library_dir.rglob("*.py"))
-    return _sha256(p.relative_to(library_dir).as_posix().encode() + b"\0" + p.read_bytes() for p in files)
-
-
 def source_fingerprint(notebook: Path, parameters: dict[str, Any]) -> str:
     """Hash of the notebook's cells (type, source, tags; not outputs) and the parameter values."""
     nb = json.loads(notebook.read_text())
     cells = [(c["cell_type"], "".join(c["source"]), sorted(c.get("metadata", {}).get("tags", []))) for c in nb["cells"]]
-    return _sha256([json.dumps(cells).encode(), json.dumps(parameters, sort_keys=True).encode()])
+    return sha256_of_parts([json.dumps(cells).encode(), json.dumps(parameters, sort_keys=True).encode()])
 
 
 # ----------------------------------------------------------------------------------------- execution

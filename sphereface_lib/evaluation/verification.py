@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
-from sklearn.metrics import auc, roc_curve
 
 from .checks import require_finite
 
@@ -192,6 +191,7 @@ def equal_error_rate(far: np.ndarray, tar: np.ndarray) -> float:
 
 def roc(scores: np.ndarray, is_same: np.ndarray, fars: Sequence[float] = (1e-3, 1e-2)) -> RocResult:
     """ROC curve (scikit-learn ``roc_curve``), its AUC, EER and TAR at each FAR in ``fars``."""
+    from sklearn.metrics import auc, roc_curve  # loaded when used: it pulls scipy.stats and pandas
     scores = np.asarray(scores, dtype=np.float64)
     same = np.asarray(is_same, dtype=bool)
     if scores.shape != same.shape or scores.ndim != 1:
