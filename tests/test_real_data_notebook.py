@@ -76,7 +76,7 @@ def test_notebook_06_runs_on_real_data_by_parameter_only(att_real: Path, tmp_pat
     executed = _run("06_lfw_ytf_comparison", {
         "data": str(att_real), "cache_dir": str(tmp_path / "cache"), "rows": ["softmax", "asoftmax_m4"],
         "protocols": ["lfw"], "backbone": "sphereface4", "width": 0.125, "feat_dim": 16, "iterations": 8,
-        "batch_size": 16}, tmp_path / "06_real.ipynb")
+        "batch_size": 16, "seeds": [0]}, tmp_path / "06_real.ipynb")
     claims = reproduce.read_claims(executed)
     assert len(claims) == 1 and "LFW" in claims[0].claim
     text = json.dumps(executed)
@@ -89,7 +89,37 @@ def test_notebook_02_reads_the_same_real_data_folder(att_real: Path, tmp_path: P
     """``make reproduce DATA=<folder>`` gives every notebook the same folder: 02 takes its train/ pack."""
     executed = _run("02_exploratory_2d_features", {
         "data": str(att_real), "cache_dir": str(tmp_path / "cache"), "identities": 4, "iterations": 8,
-        "batch_size": 16, "resamples": 5}, tmp_path / "02_real.ipynb")
+        "batch_size": 16, "resamples": 200}, tmp_path / "02_real.ipynb")
     assert reproduce.read_claims(executed)
     assert "4 identities" in json.dumps(executed)
     assert not (tmp_path / "cache" / "synthetic").exists()  # no synthetic data was generated
+
+
+@pytest.fixture(scope="module")
+def att_openset(att_faces: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The README's route: ``python -m data_prep.openset`` on the AT&T folder (28x24 here, for speed)."""
+    from data_prep.openset import run
+
+    out = tmp_path_factory.mktemp("openset") / "att_real"
+    run(["--src", str(att_faces), "--out", str(out), "--size", "28x24", "--channels", "1", "--test-identities", "20",
+         "--megaface-probe", "6", "--megaface-distractors", "4", "--seed", "0", "--workers", "2"])
+    return out
+
+
+@pytest.mark.slow
+def test_the_real_profile_runs_on_an_openset_folder(att_openset: Path, tmp_path: Path) -> None:
+    """``make reproduce PROFILE=real DATA=<folder>`` at smoke size: notebooks 02, 06 and 07 on the AT&T faces."""
+    layout = reproduce.Layout(reports_root=tmp_path / "reports", readme=tmp_path / "README.md")
+    stems = ["02_exploratory_2d_features", "06_lfw_ytf_comparison", "07_megaface"]
+    tiny = {"cache_dir": str(tmp_path / "cache"), "iterations": 8, "batch_size": 16, "seeds": [0],
+            "rows": ["softmax", "asoftmax_m4"], "identities": 4}
+    runs = reproduce.reproduce("real", layout=layout, stems=stems, data=att_openset, overrides=tiny, readme=False,
+                               log=lambda line: None)
+    ran = {r.stem: r for r in runs if r.stem in stems}
+    assert all(r.status == "executed" and r.claims for r in ran.values()), {s: r.error for s, r in ran.items()}
+    assert not (tmp_path / "cache" / "synthetic").exists()  # real data only
+
+
+def test_the_real_profile_needs_a_data_folder() -> None:
+    with pytest.raises(reproduce.ReproduceError, match="data_prep.openset"):
+        reproduce.reproduce("real", stems=["02_exploratory_2d_features"], log=lambda line: None)
