@@ -27,6 +27,9 @@ UNITS_PER_STAGE: dict[int, tuple[int, int, int, int]] = {
     36: (2, 4, 8, 2),
     64: (3, 8, 16, 3),
 }
+#: layouts that differ from Table 2: the released sphereface_64_model.prototxt has 7 units in stage 2, not 8
+#: (47,905,088 parameters at 3x112x96 instead of 48,200,512); Table 2's stays the default SphereFace-64
+RELEASED_LAYOUTS: dict[str, tuple[int, tuple[int, int, int, int]]] = {"sphereface64_released": (64, (3, 7, 16, 3))}
 
 
 def _caffe_xavier_(weight: Tensor) -> None:
@@ -77,6 +80,7 @@ class SphereFaceNet(nn.Module):
         input_size: tuple[int, int] = (112, 96),
         width: float = 1.0,
         feat_dim: int = 512,
+        units: tuple[int, int, int, int] | None = None,
     ) -> None:
         super().__init__()
         if depth not in UNITS_PER_STAGE:
@@ -96,8 +100,8 @@ class SphereFaceNet(nn.Module):
         self.depth, self.in_channels, self.input_size, self.feat_dim = depth, in_channels, (int(h), int(w)), int(feat_dim)
         channels = [max(1, round(c * width)) for c in STAGE_CHANNELS]
         stages, cin = [], in_channels
-        for c, units in zip(channels, UNITS_PER_STAGE[depth]):
-            stages.append(_stage(cin, c, units))
+        for c, n in zip(channels, units or UNITS_PER_STAGE[depth]):
+            stages.append(_stage(cin, c, n))
             cin = c
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(cin * _out_size(h) * _out_size(w), self.feat_dim)
@@ -127,13 +131,17 @@ def sphereface(
 
 def list_backbones() -> list[str]:
     """Names accepted by :func:`create_backbone`."""
-    return [f"sphereface{d}" for d in sorted(UNITS_PER_STAGE)]
+    return [f"sphereface{d}" for d in sorted(UNITS_PER_STAGE)] + sorted(RELEASED_LAYOUTS)
 
 
 def create_backbone(name: str, **kwargs) -> SphereFaceNet:
-    """Build a backbone by name, e.g. ``create_backbone("sphereface20", input_size=(56, 48), width=0.5)``."""
+    """Build a backbone by name, e.g. ``create_backbone("sphereface20", input_size=(56, 48), width=0.5)``;
+    ``"sphereface64_released"`` is the released prototxt's layout (units 3, 7, 16, 3)."""
     if name not in list_backbones():
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}")
+    if name in RELEASED_LAYOUTS:
+        depth, units = RELEASED_LAYOUTS[name]
+        return SphereFaceNet(depth, units=units, **{**kwargs, "input_size": tuple(kwargs.get("input_size", (112, 96)))})
     return sphereface(int(name.removeprefix("sphereface")), **kwargs)
 
 

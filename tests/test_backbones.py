@@ -90,4 +90,13 @@ def test_bad_arguments_get_clear_errors() -> None:
 
 
 def test_factory_lists_all_depths() -> None:
-    assert list_backbones() == ["sphereface4", "sphereface10", "sphereface20", "sphereface36", "sphereface64"]
+    assert list_backbones() == ["sphereface4", "sphereface10", "sphereface20", "sphereface36", "sphereface64",
+                                "sphereface64_released"]
+
+
+def test_released_64_layer_prototxt_is_offered_by_name() -> None:
+    """Table 2 gives (3, 8, 16, 3) for SphereFace-64 (48,200,512 parameters); the released prototxt has 7 units in
+    stage 2 (47,905,088): the paper's stays the default, the released one is a name."""
+    released = create_backbone("sphereface64_released")
+    assert count_parameters(released) == 47_905_088
+    assert count_parameters(create_backbone("sphereface64")) == 48_200_512

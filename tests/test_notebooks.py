@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from sphereface_lib.companion import reproduce
+from sphereface_lib.companion.provenance import dispatch_environment
 
 PROJECT = Path(__file__).resolve().parents[1]
 COPIES = PROJECT / "tests" / "notebooks"
@@ -104,6 +106,7 @@ def test_nbval_reexecutes_the_smoke_copies() -> None:
         [sys.executable, "-m", "pytest", "--nbval", *copies, "--nbval-kernel-name", reproduce.KERNEL_NAME,
          "--nbval-sanitize-with", str(COPIES / "nbval_sanitize.cfg"), "-p", "no:cacheprovider", "-q"],
         cwd=PROJECT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, **dispatch_environment("smoke")},  # the CPU dispatch the runner made the copies with
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 

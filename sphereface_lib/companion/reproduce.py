@@ -604,7 +604,10 @@ def reproduce(
         data = Path(data).resolve()
         if not data.exists():
             raise ReproduceError(f"--data {data}: no such file or folder; give a packed dataset from data_prep/")
-        data_param = os.path.relpath(data, layout.notebooks_dir.resolve())  # the kernel runs in notebooks/
+        # as experiments.resolve_path reads it: relative to the project root inside the project (no absolute path
+        # of this machine in the reports), else absolute
+        root = layout.notebooks_dir.resolve().parent
+        data_param = str(data.relative_to(root)) if data.is_relative_to(root) else str(data)
     overrides = dict(overrides or {})
     reports_name = profile + CUSTOM_SUFFIX if overrides else profile
     present = [s for s in stems if layout.notebook(s).is_file()]
