@@ -278,9 +278,10 @@ def train_row(bench: Benchmark, row: str, recipe: Recipe, seed: int, cache_dir: 
 # ----------------------------------------------------------------------------------------- evaluation
 
 
-def features(model: TrainResult, dataset: PackedDataset) -> np.ndarray:
-    """Flip-concatenated features of every image of ``dataset`` (the paper's test feature, Sec. 4.1)."""
-    return extract_features(model.backbone, dataset.images, flip="concat", progress=False)
+def features(model: TrainResult, dataset: PackedDataset, rows: np.ndarray | None = None) -> np.ndarray:
+    """Flip-concatenated features of the images ``rows`` (all when None) of ``dataset`` (the paper's test feature,
+    Sec. 4.1)."""
+    return extract_features(model.backbone, dataset.images, rows, flip="concat", progress=False)
 
 
 def lfw_accuracy(model: TrainResult, bench: Benchmark) -> FoldAccuracy:
@@ -408,11 +409,12 @@ def megaface_hits(model: TrainResult, bench: Benchmark, result: MegaFaceResult, 
     probe = features(model, bench.megaface_probe)
     dis = bench.megaface_distractors
     order = np.sort(np.random.default_rng(seed).permutation(len(dis.labels))[: result.distractors])
-    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
-    p = unit(probe.astype(np.float64))
+    from .feature_study import unit
+
+    p = unit(probe)
     best = np.full(len(p), -np.inf)
     for s in range(0, len(order), 4096):
-        d = unit(features(model, _rows(dis, order[s:s + 4096])).astype(np.float64))
+        d = unit(features(model, dis, order[s:s + 4096]))
         best = np.maximum(best, (p @ d.T).max(axis=1))
     labels = np.asarray(bench.megaface_probe.labels)
     i, j = np.nonzero((labels[:, None] == labels[None, :]) & ~np.eye(len(labels), dtype=bool))
@@ -436,13 +438,3 @@ def megaface_difference(hits: Mapping[tuple[str, int], MegaFaceHits], better: st
     b = np.concatenate([getattr(hits[worse, s], kind) for s in seeds])
     ids = np.concatenate([getattr(hits[better, s], f"{kind}_identity") for s in seeds])
     return S.rate_difference(a, b, ids, n_resamples=n_resamples)
-
-
-def _rows(dataset: PackedDataset, rows: np.ndarray) -> PackedDataset:
-    """A view of some rows of a packed dataset that :func:`features` accepts (images and labels only)."""
-    return _RowView(dataset.images[rows])
-
-
-@dataclass(frozen=True)
-class _RowView:
-    images: np.ndarray
