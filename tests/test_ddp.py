@@ -1,7 +1,12 @@
-"""Pair and triplet losses across ranks: 2 gloo processes on CPU give the loss and, after DDP's gradient
-averaging, the gradients of one process on the whole batch (losses.metric.gather_batch)."""
+"""Two gloo processes on CPU. Pair and triplet losses across ranks give the loss and, after DDP's gradient
+averaging, the gradients of one process on the whole batch (losses.metric.gather_batch). Resume needs no
+shared filesystem: rank 0 alone reads its checkpoint and broadcasts it (or its error) to the other ranks."""
 
 from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +14,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from sphereface_lib.errors import UserError
 from sphereface_lib.losses import create_head
+from sphereface_lib.training import train
+from test_training import same_state
+from test_training_data import make_patterns, tiny_config
 
 WORLD = 2
 DIM, CLASSES, P, K = 6, 4, 4, 3  # a global batch of P x K = 12 images, 6 per rank
@@ -115,3 +124,66 @@ def test_without_gathering_the_loss_would_differ():
     x, labels = global_batch()
     b = len(labels) // WORLD
     assert not torch.allclose(net(x[:b], labels[:b]), net(x, labels))
+
+
+# Resume without a shared filesystem: only rank 0 reads its run.out_dir; rank 1's folder is another one, empty.
+RESUME_AT, RESUME_TO = 4, 8
+
+
+def resume_main(rank: int, init_file: str, data: str, root: str, out: str) -> None:
+    """In one process group: train RESUME_AT iterations, resume to RESUME_TO with rank 1 on a fresh folder, an
+    uninterrupted reference run, and a resume of rank 0's folder by another configuration (refused)."""
+    torch.set_num_threads(1)
+    os.environ.update(WORLD_SIZE=str(WORLD), RANK=str(rank), LOCAL_RANK="0")
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
+                            timeout=timedelta(seconds=60))
+    try:
+        base = Path(root)
+
+        def run(name0: str, name1: str, **over: object):
+            folder = base / (name0 if rank == 0 else name1)  # each rank its own folder, as on two machines
+            return train(tiny_config(Path(data), folder, run__checkpoint_every=RESUME_AT, run__log_every=RESUME_AT,
+                                     **over))
+
+        run("run", "node1_first", optim__iterations=RESUME_AT)
+        resumed = run("run", "node1_empty", optim__iterations=RESUME_TO)
+        reference = run("reference", "node1_reference", optim__iterations=RESUME_TO)
+        try:
+            run("run", "node1_other", optim__iterations=RESUME_TO, optim__lr=0.01)
+            error = None
+        except UserError as exc:
+            error = (type(exc).__name__, str(exc))
+        torch.save({"resumed": {**resumed.backbone.state_dict(), **resumed.head.state_dict()},
+                    "reference": {**reference.backbone.state_dict(), **reference.head.state_dict()},
+                    "metrics": resumed.metrics, "reference_metrics": reference.metrics,
+                    "error": error, "node1": sorted(p.name for p in base.iterdir() if p.name.startswith("node1"))},
+                   f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def resumed_ranks(tmp_path_factory) -> list[dict]:
+    """Each rank's results of :func:`resume_main` (one spawn: each child imports torch)."""
+    tmp = tmp_path_factory.mktemp("ddp_resume")
+    data = make_patterns(tmp / "data").root
+    mp.spawn(resume_main, args=(str(tmp / "init"), str(data), str(tmp), str(tmp / "out")), nprocs=WORLD, join=True)
+    return [torch.load(f"{tmp / 'out'}.{r}", weights_only=False) for r in range(WORLD)]
+
+
+def test_rank_1_resumes_in_step_from_rank_0s_checkpoint_alone(resumed_ranks):
+    for r in resumed_ranks:
+        assert same_state(r["resumed"], r["reference"])
+    assert same_state(resumed_ranks[0]["resumed"], resumed_ranks[1]["resumed"])
+    rows = [{k: v for k, v in row.items() if k != "img_per_s"} for row in resumed_ranks[0]["metrics"]]
+    assert rows == [{k: v for k, v in row.items() if k != "img_per_s"}
+                    for row in resumed_ranks[0]["reference_metrics"]]
+    assert [row["iteration"] for row in rows] == [RESUME_AT, RESUME_TO]
+    assert resumed_ranks[1]["node1"] == []  # rank 1 wrote no folder: it read nothing of its own
+
+
+def test_a_foreign_checkpoint_is_the_same_error_on_every_rank(resumed_ranks):
+    errors = [r["error"] for r in resumed_ranks]
+    assert errors[0] is not None and errors[0] == errors[1]
+    name, message = errors[0]
+    assert name == "ConfigError" and "run/checkpoint.pt was written by a different configuration" in message

@@ -46,6 +46,7 @@ LOCK_NAME = ".lock"
 OWNER_NAME = ".lock.owner"
 CHECKPOINT_FORMAT = 1
 _CHECKPOINT_KEYS = ("format", "config", "dataset", "iteration", "backbone", "head", "optimizer", "rng_cpu")
+_RESUMED_KEYS = ("iteration", "backbone", "head", "optimizer", "rng_cpu", "rng_cuda")  # what rank 0 broadcasts
 _FLIP_STREAM = 0x666C6970  # separates the flip random stream from the sampler's
 _RESUME_FIX = "start over with --no-resume (train(config, resume=False)) or choose another run.out_dir"
 
@@ -552,6 +553,54 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, w
         return _run(config, resume, device, rank, world, dataset, backbone, head, sampler)
 
 
+def _load_resume_state(config: TrainConfig, ckpt_path: Path, backbone: nn.Module, head: Head) -> dict[str, Any]:
+    """Read ``ckpt_path``, check that ``config`` may resume it and load its weights into backbone and head;
+    returns the parts the other ranks need (:data:`_RESUMED_KEYS`). A foreign or broken checkpoint raises
+    :class:`ConfigError` / :class:`RunFileError` naming it."""
+    state, stored = _read_checkpoint(ckpt_path)
+    if _math_fields(stored) != _math_fields(config):
+        raise ConfigError(
+            f"{ckpt_path} was written by a different configuration; use another run.out_dir "
+            "or start over with --no-resume (train(config, resume=False))")
+    try:
+        backbone.load_state_dict(state["backbone"])
+        head.load_state_dict(state["head"])
+    except RuntimeError as exc:
+        raise RunFileError(f"{ckpt_path}: its weights do not fit its config ({_first_line(exc)}); "
+                           f"{_RESUME_FIX}") from None
+    return {k: state[k] for k in _RESUMED_KEYS if k in state}
+
+
+def _resume_state(config: TrainConfig, resume: bool, ckpt_path: Path, backbone: nn.Module, head: Head,
+                  rank: int, world: int) -> dict[str, Any] | None:
+    """The checkpoint state to resume from (weights already loaded into backbone and head), or None to start
+    at iteration 0. Only rank 0 reads its ``run.out_dir``; with several processes it broadcasts the state, so
+    ranks on other machines (another or an empty ``run.out_dir``) resume in step, or its error, which every
+    rank then raises (the same :class:`~sphereface_lib.errors.UserError`, not a hang)."""
+    state: dict[str, Any] | None = None
+    error: Exception | None = None
+    if rank == 0 and resume and ckpt_path.is_file():
+        try:
+            state = _load_resume_state(config, ckpt_path, backbone, head)
+        except Exception as exc:  # re-raised below on rank 0, after the other ranks have been told
+            error = exc
+    if world > 1:
+        told = error if error is None or isinstance(error, UserError) else RuntimeError(
+            f"rank 0 failed to read {ckpt_path}: {_first_line(error)}")
+        box: list[Any] = [(state, told)]
+        dist.broadcast_object_list(box, src=0)
+        if rank != 0:
+            state, told = box[0]
+            if told is not None:
+                raise told
+            if state is not None:
+                backbone.load_state_dict(state["backbone"])
+                head.load_state_dict(state["head"])
+    if error is not None:
+        raise error
+    return state
+
+
 def _run(config: TrainConfig, resume: bool, device: torch.device, rank: int, world: int, dataset: PackedDataset,
          backbone: nn.Module, head: Head, sampler: BatchSampler) -> TrainResult:
     """The loop, with the run folder's lock held by rank 0."""
@@ -572,25 +621,14 @@ def _run(config: TrainConfig, resume: bool, device: torch.device, rank: int, wor
         logger.debug("training config:\n%s", config.to_yaml())
 
     optimizer = make_optimizer(backbone, head, config)
-    start = 0
-    if resume and ckpt_path.is_file():
-        state, stored = _read_checkpoint(ckpt_path)
-        if _math_fields(stored) != _math_fields(config):
-            raise ConfigError(
-                f"{ckpt_path} was written by a different configuration; use another run.out_dir "
-                "or start over with --no-resume (train(config, resume=False))")
-        try:
-            backbone.load_state_dict(state["backbone"])
-            head.load_state_dict(state["head"])
-        except RuntimeError as exc:
-            raise RunFileError(f"{ckpt_path}: its weights do not fit its config ({_first_line(exc)}); "
-                               f"{_RESUME_FIX}") from None
-        start = int(state["iteration"])
+    state = _resume_state(config, resume, ckpt_path, backbone, head, rank, world)
+    start = int(state["iteration"]) if state is not None else 0
+    if state is not None:
         torch.set_rng_state(state["rng_cpu"])
         if rank == 0:
             logger.info("resuming from %s at iteration %d", ckpt_path, start)
     step = TrainStep(backbone, head, optimizer, config, device, world)
-    if start:  # after .to(device): optimizer state must follow the parameters
+    if state is not None:  # after .to(device): optimizer state must follow the parameters
         optimizer.load_state_dict(state["optimizer"])
         if device.type == "cuda" and len(state.get("rng_cuda", ())):
             torch.cuda.set_rng_state(state["rng_cuda"], device)
