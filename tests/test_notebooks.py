@@ -84,6 +84,8 @@ def test_notebook_conventions(stem: str) -> None:
     assert sum("record_claims(" in s for s in sources) == 1, f"{stem}: exactly one cell must call record_claims"
     assert "show_discussion(claims)" in sources[-2] and "show_provenance()" in sources[-1], (
         f"{stem}: the claims are followed by the generated discussion and the provenance block")
+    for call in ("show_discussion(", "show_provenance("):
+        assert sum(call in s for s in sources) == 1, f"{stem}: exactly one cell must call {call[:-1]}"
     assert "check_parameters(globals())" in sources[1], f"{stem}: the cell after the parameters checks them"
     assert json.loads(LAYOUT.notebook(stem).read_text())["metadata"]["kernelspec"]["name"] == reproduce.KERNEL_NAME
 

@@ -5,6 +5,7 @@ and rank-1 against the number of distractors (Table 5, Fig. 7-8)."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -69,15 +70,13 @@ def plot_bound_curves(
     curves: dict[str, np.ndarray],
     roots: dict[str, float],
 ) -> Figure:
-    """max intra - min inter angular distance (degrees) against m, with each curve's root m_min marked."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    """max intra - min inter angular distance (degrees) against m, with each curve's root m_min marked (a dashed
+    line, its value in the legend: several curves share m_min = 3)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
     palette = sns.color_palette("deep", len(curves))
     for colour, (name, gap) in zip(palette, curves.items()):
-        ax.plot(m_values, np.degrees(gap), label=name, color=colour)
-        root = roots[name]
-        ax.axvline(root, color=colour, ls="--", lw=1)
-        ax.annotate(f"m_min = {root:.4f}", xy=(root, 0), xytext=(4, 8 + 14 * list(curves).index(name)),
-                    textcoords="offset points", color=colour, fontsize=9)
+        ax.plot(m_values, np.degrees(gap), label=f"{name}: m_min = {roots[name]:.4f}", color=colour)
+        ax.axvline(roots[name], color=colour, ls="--", lw=1)
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xlabel("m")
     ax.set_ylabel("max intra - min inter (degrees)")
@@ -85,7 +84,6 @@ def plot_bound_curves(
     ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
-
 
 
 def _class_colours(labels: np.ndarray) -> list:
@@ -128,22 +126,25 @@ def plot_own_angle_histograms(panels: dict[str, np.ndarray], bins: int = 36) -> 
 
 def plot_sphere_features(panels: dict[str, tuple[np.ndarray, np.ndarray]], columns: int) -> Figure:
     """3-D features projected on the unit sphere (Fig. 5 of the paper), one 3-D panel per title, coloured by
-    identity, ``columns`` panels a row. ``panels``: {title: (features (N, 3), labels)}."""
+    identity (one legend for all panels), ``columns`` panels a row. ``panels``: {title: (features (N, 3), labels)}."""
     rows = -(-len(panels) // columns)
-    fig = plt.figure(figsize=(3.0 * columns, 3.0 * rows))
+    fig = plt.figure(figsize=(3.6 * columns + 1.4, 3.7 * rows))
     u, v = np.mgrid[0:2 * np.pi:24j, 0:np.pi:12j]
     sphere = (np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v))
+    handles = {}
     for k, (title, (features, labels)) in enumerate(panels.items()):
         ax = fig.add_subplot(rows, columns, k + 1, projection="3d")
         ax.plot_wireframe(*sphere, color="0.85", lw=0.4)
         points = features / np.linalg.norm(features, axis=1, keepdims=True)
         colours = _class_colours(labels)
         for c in np.unique(labels):
-            ax.scatter(*points[labels == c].T, s=4, color=colours[c], depthshade=False)
-        ax.set_box_aspect((1, 1, 1))
+            handles[int(c)] = ax.scatter(*points[labels == c].T, s=6, color=colours[c], depthshade=False)
+        ax.set_box_aspect((1, 1, 1), zoom=1.35)
         ax.set_axis_off()
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+        ax.set_title(title, fontsize=10)
+    fig.legend([handles[c] for c in sorted(handles)], [f"identity {c}" for c in sorted(handles)], loc="center right",
+               fontsize=9, markerscale=2.5, frameon=False)
+    fig.subplots_adjust(left=0.0, right=1.0 - 1.3 / fig.get_figwidth(), bottom=0.0, top=0.95, wspace=0.0, hspace=0.08)
     return fig
 
 
@@ -249,7 +250,8 @@ def plot_effects(effects: Mapping[str, object], paper: Mapping[str, float] | Non
     ax.axvline(0.0, color="black", lw=0.8)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
-    ax.set(xlabel=xlabel, title=title)
+    ax.set_xlabel(xlabel)
+    ax.set_title(textwrap.fill(title, 62), fontsize=11)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best")
