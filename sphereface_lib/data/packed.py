@@ -326,3 +326,34 @@ class PackedDataset:
             f"PackedDataset({str(self.root)!r}: {m.num_images} images of {m.num_identities} identities, "
             f"{m.height}x{m.width}x{m.channels}, source={m.source!r})"
         )
+
+
+SHARDS_INDEX = "shards.json"  #: the file that marks a folder as a set of per-rank shards (:func:`write_shards`)
+
+
+def shard_name(index: int, count: int) -> str:
+    """Folder name of shard ``index`` of ``count`` inside a shard set."""
+    return f"shard-{index}-of-{count}"
+
+
+def write_shards(dataset: PackedDataset, root: str | os.PathLike, count: int) -> Path:
+    """Split ``dataset`` by identity into ``count`` packed folders ``root/shard-<k>-of-<count>`` (identity ``i``
+    goes to shard ``i % count``) and mark ``root`` as a shard set with ``shards.json``. Labels, identity names and
+    keys stay those of the whole pack, so every shard's head has all the classes. Returns ``root``."""
+    if not isinstance(count, int) or count < 2:
+        raise UserError(f"write_shards: count must be an integer of at least 2 (one shard per rank), got {count!r}")
+    if count > dataset.num_identities:
+        raise UserError(f"write_shards: {dataset.root} has {dataset.num_identities} identities, fewer than "
+                        f"{count} shards; write fewer shards")
+    root = Path(root)
+    m = dataset.manifest
+    for k in range(count):
+        rows = np.flatnonzero(dataset.labels % count == k)
+        with PackedWriter(root / shard_name(k, count), height=m.height, width=m.width, channels=m.channels,
+                          source=m.source, version=m.version, identities=dataset.identities, overwrite=True,
+                          extra={**m.extra, "shard": k, "shards": count}) as w:
+            for lo in range(0, len(rows), 4096):
+                part = rows[lo:lo + 4096]
+                w.add(np.asarray(dataset.images[part]), dataset.labels[part], [dataset.keys[i] for i in part])
+    atomic_write_text(root / SHARDS_INDEX, json.dumps({"shards": count, "source": str(dataset.root)}) + "\n")
+    return root

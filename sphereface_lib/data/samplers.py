@@ -24,6 +24,11 @@ class BatchSampler(Protocol):
         ...
 
 
+def _entropy(seed: int | tuple[int, ...]) -> tuple[int, ...]:
+    """A seed as the leading words of a generator's entropy: ``s`` -> (s,), a tuple as it is."""
+    return seed if isinstance(seed, tuple) else (seed,)
+
+
 def register_sampler(name: str):
     """Class decorator: make a sampler available to :func:`create_sampler` under ``name``."""
 
@@ -39,9 +44,12 @@ def list_samplers() -> list[str]:
     return sorted(_SAMPLERS)
 
 
-def create_sampler(name: str, labels: np.ndarray, batch_size: int, seed: int, **kwargs) -> BatchSampler:
-    """Build a sampler by name (``"random"``, ...) over the given labels; an unknown name or keyword
-    raises :class:`~sphereface_lib.errors.UserError` listing the valid ones."""
+def create_sampler(
+    name: str, labels: np.ndarray, batch_size: int, seed: int | tuple[int, ...], **kwargs,
+) -> BatchSampler:
+    """Build a sampler by name (``"random"``, ...) over the given labels; ``seed`` is an integer or a tuple
+    of them (e.g. (seed, rank) for a rank's own shard). An unknown name or keyword raises
+    :class:`~sphereface_lib.errors.UserError` listing the valid ones."""
     try:
         cls = _SAMPLERS[name]
     except KeyError:
@@ -59,7 +67,7 @@ def create_sampler(name: str, labels: np.ndarray, batch_size: int, seed: int, **
 class EpochShuffleSampler:
     """Every image once per epoch, in a fresh permutation per epoch (seeded by (seed, epoch))."""
 
-    def __init__(self, labels: np.ndarray, batch_size: int, seed: int) -> None:
+    def __init__(self, labels: np.ndarray, batch_size: int, seed: int | tuple[int, ...]) -> None:
         n = len(labels)
         if batch_size < 1 or n < 1:
             raise ValueError(f"need a positive batch size and a non-empty dataset, got {batch_size}, {n} images")
@@ -68,7 +76,7 @@ class EpochShuffleSampler:
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch not in self._cache:
-            self._cache = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+            self._cache = {epoch: np.random.default_rng([*_entropy(self.seed), epoch]).permutation(self.n)}
         return self._cache[epoch]
 
     def indices(self, iteration: int) -> np.ndarray:
@@ -93,7 +101,7 @@ class PKSampler:
     get whole identities when P is a multiple of the number of ranks.
     """
 
-    def __init__(self, labels: np.ndarray, batch_size: int, seed: int, k: int = 4) -> None:
+    def __init__(self, labels: np.ndarray, batch_size: int, seed: int | tuple[int, ...], k: int = 4) -> None:
         labels = np.asarray(labels)
         if labels.ndim != 1 or len(labels) < 1:
             raise ValueError(f"sampler 'pk' needs a non-empty 1-d label array, got shape {labels.shape}")
@@ -114,7 +122,7 @@ class PKSampler:
         self._rows = np.split(order, np.cumsum(counts)[:-1])  # rows of each identity, in label order
 
     def indices(self, iteration: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, iteration])
+        rng = np.random.default_rng([*_entropy(self.seed), iteration])
         chosen = rng.choice(len(self._rows), size=self.p, replace=False)
         return np.concatenate([
             rng.choice(self._rows[i], size=self.k, replace=len(self._rows[i]) < self.k) for i in chosen

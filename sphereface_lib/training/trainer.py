@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ..backbones import create_backbone
 from ..data.packed import PackedDataset, atomic_write, atomic_write_text, remove_stale_temporaries
 from ..data.samplers import BatchSampler, create_sampler
-from ..data.sources import open_packed
+from ..data.sources import is_shard_set, open_packed
 from ..errors import UserError, storage_error
 from ..losses import Head, LambdaSchedule, create_head
 from .config import ConfigError, TrainConfig
@@ -136,11 +136,24 @@ def build_model(config: TrainConfig, image_shape: tuple[int, int, int], num_clas
     return backbone, build_head(config, num_classes)
 
 
-def build_sampler(config: TrainConfig, labels: np.ndarray) -> BatchSampler:
-    """The configured batch sampler over ``labels``; arguments it refuses raise :class:`ConfigError`."""
+def local_batch_size(config: TrainConfig, world_size: int) -> int:
+    """Each rank's share of ``optim.batch_size``; :class:`ConfigError` when it does not divide evenly."""
+    b = config.optim.batch_size
+    if b % world_size:
+        raise ConfigError(f"optim.batch_size {b} must be divisible by the number of processes {world_size}")
+    return b // world_size
+
+
+def build_sampler(config: TrainConfig, labels: np.ndarray, shard: int | None = None, world_size: int = 1
+                  ) -> BatchSampler:
+    """The configured batch sampler over ``labels``: the global batch, or with ``shard`` (a rank reading its own
+    shard) that rank's local batch, seeded by (run.seed, shard). Arguments it refuses raise :class:`ConfigError`."""
     d = config.data
+    batch, seed = config.optim.batch_size, config.run.seed
+    if shard is not None:
+        batch, seed = local_batch_size(config, world_size), (config.run.seed, shard)
     try:
-        return create_sampler(d.sampler, labels, config.optim.batch_size, config.run.seed, **d.sampler_kwargs)
+        return create_sampler(d.sampler, labels, batch, seed, **d.sampler_kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"data.sampler {d.sampler!r} with data.sampler_kwargs {d.sampler_kwargs}: {exc}") from None
 
@@ -190,21 +203,23 @@ class BatchLoader:
     """Gathers each rank's slice of the sampler's batches from the memory map in a background thread.
 
     Yields (iteration, images uint8 (b, H, W, C), labels int64 (b,), flip bool (b,) or None), pinned
-    when the training device is a GPU, ``prefetch`` batches ahead.
+    when the training device is a GPU, ``prefetch`` batches ahead. With ``sharded`` the dataset is this rank's
+    own shard and the sampler draws the whole local batch from it (see :func:`build_sampler`).
     """
 
     def __init__(
         self, dataset: PackedDataset, config: TrainConfig, start: int, stop: int,
         rank: int = 0, world_size: int = 1, pin: bool = False, sampler: BatchSampler | None = None,
+        sharded: bool = False,
     ) -> None:
         b = config.optim.batch_size
-        if b % world_size:
-            raise ConfigError(f"optim.batch_size {b} must be divisible by the number of processes {world_size}")
         self.dataset, self.start, self.stop, self.pin = dataset, start, stop, pin
-        self.global_batch, self.local_batch = b, b // world_size
+        self.global_batch, self.local_batch = b, local_batch_size(config, world_size)
         self.lo = rank * self.local_batch
         self.seed, self.flip = config.run.seed, config.data.flip
-        self.sampler = sampler if sampler is not None else build_sampler(config, dataset.labels)
+        self.sampler = sampler if sampler is not None else build_sampler(
+            config, dataset.labels, rank if sharded else None, world_size)
+        self.row_lo = 0 if sharded else self.lo  # where this rank's rows start in the sampler's batch
         self._queue: queue.Queue = queue.Queue(maxsize=config.data.prefetch)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, daemon=True, name="BatchLoader")
@@ -212,7 +227,7 @@ class BatchLoader:
 
     def batch(self, iteration: int) -> tuple[Tensor, Tensor, Tensor | None]:
         """This rank's (images, labels, flip) of ``iteration``."""
-        rows = self.sampler.indices(iteration)[self.lo:self.lo + self.local_batch]
+        rows = self.sampler.indices(iteration)[self.row_lo:self.row_lo + self.local_batch]
         images = torch.from_numpy(np.ascontiguousarray(self.dataset.images[rows]))
         labels = torch.from_numpy(np.asarray(self.dataset.labels[rows], dtype=np.int64))
         flip = None
@@ -542,13 +557,14 @@ def train(config: TrainConfig, *, resume: bool = True) -> TrainResult:
 
 
 def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, world: int) -> TrainResult:
-    dataset = open_packed(config.data.path)
+    dataset = open_packed(config.data.path, rank, world)
+    sharded = is_shard_set(config.data.path)
     manifest = dataset.manifest
     out = Path(config.run.out_dir)
     if rank == 0:
         _prepare_out_dir(out)
     backbone, head = build_model(config, manifest.image_shape, manifest.num_identities)
-    sampler = build_sampler(config, dataset.labels)
+    sampler = build_sampler(config, dataset.labels, rank if sharded else None, world)
     with run_lock(out) if rank == 0 else nullcontext():
         return _run(config, resume, device, rank, world, dataset, backbone, head, sampler)
 
@@ -637,7 +653,8 @@ def _run(config: TrainConfig, resume: bool, device: torch.device, rank: int, wor
 
     guard = _Guard(config, head, device, world)
     guard.last_checkpoint = start or None
-    loader = BatchLoader(dataset, config, start, iterations, rank, world, pin=device.type == "cuda", sampler=sampler)
+    loader = BatchLoader(dataset, config, start, iterations, rank, world, pin=device.type == "cuda", sampler=sampler,
+                         sharded=is_shard_set(config.data.path))
     bar = None
     if rank == 0 and config.run.progress:
         from tqdm import tqdm
@@ -767,5 +784,5 @@ class _Guard:
 __all__ = [
     "BatchLoader", "MetricsLog", "RunDirBusy", "RunFileError", "TrainResult", "TrainStep", "TrainingDiverged",
     "augment", "build_head", "build_model", "build_sampler", "flip_mask", "learning_rate", "load_checkpoint",
-    "make_optimizer", "param_groups", "resolve_device", "run_lock", "train",
+    "local_batch_size", "make_optimizer", "param_groups", "resolve_device", "run_lock", "train",
 ]
