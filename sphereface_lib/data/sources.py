@@ -40,9 +40,9 @@ def open_packed(spec: str | os.PathLike, rank: int = 0, world: int = 1) -> Packe
             raise UserError(f"{index}: unreadable shard index ({exc}); "
                             "write the shards again with write_shards") from None
         if count != world:
+            fix = "point data.path at the whole pack" if world == 1 else f"write {world} shards with write_shards"
             raise UserError(f"data.path {text} holds {count} shards, one per process, but the run has {world} "
-                            f"process{'es' if world > 1 else ''}; start {count} processes (torchrun) or write "
-                            f"{world} shards with write_shards")
+                            f"process{'es' if world > 1 else ''}; start {count} processes with torchrun or {fix}")
         return PackedDataset(Path(text) / shard_name(rank, count))
     from .synthetic import SIZES, synthetic_benchmark
 
