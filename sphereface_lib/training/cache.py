@@ -7,6 +7,10 @@ draws a progress bar), the dataset manifest, the library's source (every ``.py``
 processes that race for the same entry: the first trains, the others wait and then load. A run killed half
 way resumes from its last checkpoint on the next call; an entry that cannot be read is moved aside
 (``<key>.corrupt-<n>``, with a warning) and trained again.
+
+On a machine with several GPUs the cache trains each model data-parallel, one ``torchrun`` process per GPU
+(``$SPHEREFACE_TRAIN_PROCESSES`` sets the count, also on CPU with gloo): the notebooks of the paper profile
+need no change to use them. A model trained by several processes has its own key.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -24,25 +30,66 @@ from filelock import FileLock
 from ..data.packed import Manifest, atomic_write_text
 from ..data.sources import open_packed
 from ..fingerprint import library_fingerprint
-from .config import TrainConfig
-from .trainer import RunFileError, TrainResult, load_checkpoint, resolve_device, train
+from .config import ConfigError, TrainConfig
+from .trainer import RunFileError, TrainingDiverged, TrainResult, load_checkpoint, resolve_device, train
 
 DONE_NAME = "done.json"
+PROCESSES_ENV = "SPHEREFACE_TRAIN_PROCESSES"
+TORCHRUN_LOG = "torchrun.log"
 
 logger = logging.getLogger(__name__)
 
 
-def cache_key(config: TrainConfig, manifest: Manifest) -> str:
+def cache_key(config: TrainConfig, manifest: Manifest, processes: int = 1) -> str:
     """Hex digest identifying the trained model ``config`` produces on the dataset of ``manifest`` with this
-    library's source and this torch."""
+    library's source and this torch, trained by ``processes`` data-parallel processes."""
     d = config.to_dict()
     d["run"].pop("out_dir")
     d["run"].pop("progress")
-    blob = json.dumps(
-        {"config": d, "dataset": dataclasses.asdict(manifest), "library": library_fingerprint(),
-         "torch": str(torch.__version__)},
-        sort_keys=True, separators=(",", ":"))
+    parts = {"config": d, "dataset": dataclasses.asdict(manifest), "library": library_fingerprint(),
+             "torch": str(torch.__version__)}
+    if processes > 1:  # the batch is split and its gradients reduced across processes: other last bits
+        parts["processes"] = processes
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def training_processes(device: torch.device) -> int:
+    """Processes a cached model trains with: ``$SPHEREFACE_TRAIN_PROCESSES`` when set, else one per visible GPU
+    when training on CUDA outside a torchrun launch, else one."""
+    value = os.environ.get(PROCESSES_ENV)
+    if value is not None:
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ConfigError(f"{PROCESSES_ENV}={value!r}: write a whole number of processes, at least 1 (e.g. 2)")
+        return int(value)
+    if device.type == "cuda" and "WORLD_SIZE" not in os.environ:
+        return max(1, torch.cuda.device_count())
+    return 1
+
+
+def train_with_torchrun(run: TrainConfig, processes: int) -> None:
+    """Train ``run`` in ``processes`` data-parallel processes (``torch.distributed.run --standalone``) into its
+    ``run.out_dir``, their output in ``<out_dir>/torchrun.log``; their ``error:`` line is raised here."""
+    out = Path(run.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config_file = out / "config.yaml"
+    atomic_write_text(config_file, run.to_yaml())
+    library_parent = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (library_parent, os.environ.get("PYTHONPATH")) if p)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "sphereface_lib.train", "--config", str(config_file)]
+    with open(out / TORCHRUN_LOG, "w") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    if code == 0:
+        return
+    text = (out / TORCHRUN_LOG).read_text(errors="replace")
+    errors = [line[len("error: "):] for line in text.splitlines() if line.startswith("error: ")]
+    message = errors[0] if errors else f"torchrun exited with status {code}; see {out / TORCHRUN_LOG}"
+    if "training diverged" in message:
+        raise TrainingDiverged(message)
+    if errors:
+        raise ConfigError(message)
+    raise RuntimeError(message)
 
 
 def _set_aside(entry: Path, exc: Exception) -> None:
@@ -55,16 +102,24 @@ def _set_aside(entry: Path, exc: Exception) -> None:
     logger.warning("model cache: %s cannot be read (%s); moved it to %s and training it again", entry, exc, aside)
 
 
+def _train(run: TrainConfig, processes: int, device: torch.device) -> TrainResult:
+    if processes == 1:
+        return train(run)
+    train_with_torchrun(run, processes)
+    return load_checkpoint(run.run.out_dir, device)
+
+
 def train_cached(config: TrainConfig, cache_dir: str | os.PathLike) -> TrainResult:
     """The model ``config`` trains (eval mode) with its metrics log: loaded from ``cache_dir`` when a
     previous call trained it, trained (and stored) otherwise. Safe when several processes race."""
     manifest = open_packed(config.data.path).manifest
-    key = cache_key(config, manifest)
+    device = resolve_device(config.run.device)
+    processes = training_processes(device)
+    key = cache_key(config, manifest, processes)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     entry = cache_dir / key
     done = entry / DONE_NAME
-    device = resolve_device(config.run.device)
     if done.is_file():
         try:
             return load_checkpoint(entry, device)
@@ -78,10 +133,10 @@ def train_cached(config: TrainConfig, cache_dir: str | os.PathLike) -> TrainResu
                 _set_aside(entry, exc)
         run = dataclasses.replace(config, run=dataclasses.replace(config.run, out_dir=str(entry)))
         try:
-            result = train(run)
+            result = _train(run, processes, device)
         except RunFileError as exc:  # a killed entry whose checkpoint or log cannot be read
             _set_aside(entry, exc)
-            result = train(run)
+            result = _train(run, processes, device)
         atomic_write_text(done, json.dumps({"key": key, "config": result.config.to_dict(),
                                             "dataset": dataclasses.asdict(manifest)}, indent=2) + "\n")
         return result
