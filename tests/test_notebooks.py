@@ -82,7 +82,7 @@ def test_notebook_conventions(stem: str) -> None:
             assert not isinstance(node, (ast.ClassDef, ast.FunctionDef)), f"{stem}: put {node.name} in sphereface_lib"
     sources = ["".join(c["source"]) for c in cells]
     assert sum("record_claims(" in s for s in sources) == 1, f"{stem}: exactly one cell must call record_claims"
-    assert "show_discussion(claims)" in sources[-2] and "show_provenance()" in sources[-1], (
+    assert "show_discussion(claims" in sources[-2] and "show_provenance()" in sources[-1], (
         f"{stem}: the claims are followed by the generated discussion and the provenance block")
     for call in ("show_discussion(", "show_provenance("):
         assert sum(call in s for s in sources) == 1, f"{stem}: exactly one cell must call {call[:-1]}"

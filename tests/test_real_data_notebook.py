@@ -76,7 +76,7 @@ def test_notebook_06_runs_on_real_data_by_parameter_only(att_real: Path, tmp_pat
     executed = _run("06_lfw_ytf_comparison", {
         "data": str(att_real), "cache_dir": str(tmp_path / "cache"), "rows": ["softmax", "asoftmax_m4"],
         "protocols": ["lfw"], "backbone": "sphereface4", "width": 0.125, "feat_dim": 16, "iterations": 8,
-        "batch_size": 16, "seeds": [0]}, tmp_path / "06_real.ipynb")
+        "batch_size": 16, "seeds": [0], "reference_rows": []}, tmp_path / "06_real.ipynb")
     claims = reproduce.read_claims(executed)
     assert len(claims) == 1 and "LFW" in claims[0].claim
     text = json.dumps(executed)
@@ -112,7 +112,7 @@ def test_the_real_profile_runs_on_an_openset_folder(att_openset: Path, tmp_path:
     layout = reproduce.Layout(reports_root=tmp_path / "reports", readme=tmp_path / "README.md")
     stems = ["02_exploratory_2d_features", "06_lfw_ytf_comparison", "07_megaface"]
     tiny = {"cache_dir": str(tmp_path / "cache"), "iterations": 8, "batch_size": 16, "seeds": [0],
-            "rows": ["softmax", "asoftmax_m4"], "identities": 4}
+            "reference_seeds": [0], "rows": ["softmax", "asoftmax_m4"], "identities": 4}
     runs = reproduce.reproduce("real", layout=layout, stems=stems, data=att_openset, overrides=tiny, readme=False,
                                log=lambda line: None)
     ran = {r.stem: r for r in runs if r.stem in stems}

@@ -113,7 +113,7 @@ def open_benchmark(data: str | None, cache_dir: str | Path, parts: Sequence[str]
             raise ExperimentError(f"data={data!r}: {root} is not a folder; give a folder holding "
                                   f"{', '.join(v[0] + '/' for v in REAL_LAYOUT.values())} (see data_prep/README.md)")
         found = {p: _real_part(root, p) for p in dict.fromkeys(["train", *parts])}  # in order: train first
-        name = f"real data ({root})"
+        name = f"real data ({root.relative_to(PROJECT_ROOT) if root.is_relative_to(PROJECT_ROOT) else data})"
     opened: dict[str, Any] = {"train": found["train"][0]}
     for part in parts:
         if part == "train":
