@@ -71,7 +71,7 @@ CRITERION_ROWS = {"softmax": (0, 1), "asoftmax_m4": (0, 1), "asoftmax_m1": (0,),
 #: models of the default profile per recipe (04: 5 rows x 3 seeds; 05: 4 extra depths x 2 rows; 06: 6 more rows x 3
 #: seeds; 07 reuses them), and the fixed cost of notebooks 01-03 and data generation measured before (s); rounds 1-2
 PROFILE_MODELS, FIXED_S = 15 + 8 + 18, 150.0
-#: round 3 on: measured in the default run of C3 (make reproduce FORCE=1, 1,000 iterations, 1,434 s wall): its 41
+#: round 3 on: measured in the default run of C3 (make reproduce FORCE=1, 1,000 iterations, notebooks 1,434 s): its 41
 #: models' training took 1,129 s by their own logs (SF-10 20.7 s each, SF-4 9.3, SF-20 39.2, SF-36 65.7, SF-64
 #: 108.6), the rest (data generation, features, notebooks 01-03 and 07, reports) 305 s; training scales with
 #: the iterations
@@ -117,7 +117,8 @@ def recipes(bench, candidates, rows, round_: int) -> dict:
         frac = recipe.high_lr_fraction_near_lambda_min()
         # wall time on the quiet 2-core machine ~ CPU seconds / 2 (both cores busy: 247 s wall, 490 s CPU before)
         per_model = sum(r.get("cpu_seconds", 0) for r in results) / len(results) / 2
-        if round_ >= 3:
+        if round_ >= 3:  # the measured run was SphereFace-10 at width 0.125, batch 64: it prices only such candidates
+            assert (recipe.backbone, recipe.width, recipe.batch_size) == ("sphereface10", 0.125, 64), recipe
             profile_min = (MEASURED_TRAINING_S * recipe.iterations / MEASURED_ITERATIONS + MEASURED_REST_S) / 60
         else:
             profile_min = (PROFILE_MODELS * per_model + FIXED_S) / 60

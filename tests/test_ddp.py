@@ -126,8 +126,9 @@ def test_without_gathering_the_loss_would_differ():
     assert not torch.allclose(net(x[:b], labels[:b]), net(x, labels))
 
 
-# Resume without a shared filesystem: only rank 0 reads its run.out_dir; rank 1's folder is another one, empty.
+# Resume without a shared filesystem: only rank 0 reads its run.out_dir; rank 1's folder is another one, holding garbage.
 RESUME_AT, RESUME_TO = 4, 8
+GARBAGE = b"not a checkpoint"
 
 
 def resume_main(rank: int, init_file: str, data: str, root: str, out: str) -> None:
@@ -146,7 +147,10 @@ def resume_main(rank: int, init_file: str, data: str, root: str, out: str) -> No
                                      **over))
 
         run("run", "node1_first", optim__iterations=RESUME_AT)
-        resumed = run("run", "node1_empty", optim__iterations=RESUME_TO)
+        if rank == 1:  # rank 1's folder on another machine: a garbage checkpoint, which reading would refuse
+            (base / "node1_stale").mkdir()
+            (base / "node1_stale" / "checkpoint.pt").write_bytes(GARBAGE)
+        resumed = run("run", "node1_stale", optim__iterations=RESUME_TO)
         reference = run("reference", "node1_reference", optim__iterations=RESUME_TO)
         try:
             run("run", "node1_other", optim__iterations=RESUME_TO, optim__lr=0.01)
@@ -156,7 +160,7 @@ def resume_main(rank: int, init_file: str, data: str, root: str, out: str) -> No
         torch.save({"resumed": {**resumed.backbone.state_dict(), **resumed.head.state_dict()},
                     "reference": {**reference.backbone.state_dict(), **reference.head.state_dict()},
                     "metrics": resumed.metrics, "reference_metrics": reference.metrics,
-                    "error": error, "node1": sorted(p.name for p in base.iterdir() if p.name.startswith("node1"))},
+                    "error": error, "stale": (base / "node1_stale" / "checkpoint.pt").read_bytes() if rank == 1 else None},
                    f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -179,7 +183,7 @@ def test_rank_1_resumes_in_step_from_rank_0s_checkpoint_alone(resumed_ranks):
     assert rows == [{k: v for k, v in row.items() if k != "img_per_s"}
                     for row in resumed_ranks[0]["reference_metrics"]]
     assert [row["iteration"] for row in rows] == [RESUME_AT, RESUME_TO]
-    assert resumed_ranks[1]["node1"] == []  # rank 1 wrote no folder: it read nothing of its own
+    assert resumed_ranks[1]["stale"] == GARBAGE  # rank 1 resumed from rank 0's state, never from its own folder
 
 
 def test_a_foreign_checkpoint_is_the_same_error_on_every_rank(resumed_ranks):

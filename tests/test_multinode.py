@@ -1,6 +1,7 @@
 """Two machines simulated on one: two ``torchrun --nnodes 2`` launches (one process each, gloo on CPU), each
 "node" with its own run folder and no shared filesystem. A run stopped after a checkpoint resumes with node 1's
-folder empty and ends with the weights, optimizer state and metrics of an uninterrupted 2-node run."""
+folder holding a garbage checkpoint (never read) and ends with the weights, optimizer state and metrics of an
+uninterrupted 2-node run."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def _rows(run: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_a_two_node_run_resumes_with_node_1s_folder_empty(tmp_path: Path) -> None:
+def test_a_two_node_run_resumes_whatever_node_1s_folder_holds(tmp_path: Path) -> None:
     data = make_patterns(tmp_path / "data").root
     config = tmp_path / "tiny.yaml"
     config.write_text(tiny_config(data, tmp_path / "unused", run__checkpoint_every=3, run__log_every=3).to_yaml())
@@ -64,11 +65,12 @@ def test_a_two_node_run_resumes_with_node_1s_folder_empty(tmp_path: Path) -> Non
     two_nodes(config, tmp_path / "run0", tmp_path / "run1_first", STOP_AT)  # stopped after the checkpoint of 6
     stopped = torch.load(tmp_path / "run0" / "checkpoint.pt", weights_only=True)
     assert stopped["iteration"] == STOP_AT
-    empty = tmp_path / "run1_empty"  # node 1 on a machine that never saw the run
-    empty.mkdir()
-    two_nodes(config, tmp_path / "run0", empty, ITERATIONS)
+    stale = tmp_path / "run1_stale"  # node 1's folder on a machine that never saw this run: a garbage checkpoint
+    stale.mkdir()
+    (stale / "checkpoint.pt").write_bytes(b"not a checkpoint")  # reading it would be a RunFileError
+    two_nodes(config, tmp_path / "run0", stale, ITERATIONS)
 
-    assert not any(empty.iterdir())
+    assert (stale / "checkpoint.pt").read_bytes() == b"not a checkpoint"
     ref = torch.load(tmp_path / "reference0" / "checkpoint.pt", weights_only=True)
     resumed = torch.load(tmp_path / "run0" / "checkpoint.pt", weights_only=True)
     assert resumed["iteration"] == ref["iteration"] == ITERATIONS

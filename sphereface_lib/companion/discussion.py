@@ -16,9 +16,10 @@ SCALE_NOTES: dict[str, str] = {
              "gaps at m = 1..3 and between the compared losses are of that size",
 }
 #: replaces the synthetic-faces note when the notebook ran on a real-data folder (``data`` set)
-REAL_DATA_NOTE = ("a small real set (such as the 400 AT&T faces of 40 people) trains on a few hundred images and "
-                  "tests on a few thousand pairs of a few dozen held-out people, against CASIA-WebFace's 494k images "
-                  "of 10,575 people and LFW's 6,000 pairs of 5,749, so the networks overfit and the intervals are wide")
+REAL_DATA_NOTE = ("a real set smaller than the paper's (CASIA-WebFace: 494k images of 10,575 people; LFW: 6,000 pairs "
+                  "of 5,749 people) gives the networks less to learn from and the claims fewer test pairs; on the "
+                  "README's AT&T folder (100 training images of 10 people, 1,800 pairs of 20) they overfit and the "
+                  "intervals are wide")
 
 
 def scale_notes(real_data: bool = False) -> dict[str, str]:

@@ -31,7 +31,10 @@ from ..data.packed import Manifest, atomic_write_text
 from ..data.sources import open_packed
 from ..fingerprint import library_fingerprint
 from .config import ConfigError, TrainConfig
-from .trainer import RunFileError, TrainingDiverged, TrainResult, load_checkpoint, resolve_device, train
+from ..errors import UserError
+from .trainer import (CHECKPOINT_NAME, RunFileError, TrainingDiverged, TrainResult, load_checkpoint, resolve_device,
+                      train)
+from .trainer import _read_checkpoint as read_checkpoint
 
 DONE_NAME = "done.json"
 PROCESSES_ENV = "SPHEREFACE_TRAIN_PROCESSES"
@@ -54,17 +57,23 @@ def cache_key(config: TrainConfig, manifest: Manifest, processes: int = 1) -> st
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def training_processes(device: torch.device) -> int:
+def training_processes(config: TrainConfig, device: torch.device) -> int:
     """Processes a cached model trains with: ``$SPHEREFACE_TRAIN_PROCESSES`` when set, else one per visible GPU
-    when training on CUDA outside a torchrun launch, else one."""
+    when training on CUDA (no device index given) outside a torchrun launch, else one; the batch must split
+    evenly between them."""
     value = os.environ.get(PROCESSES_ENV)
     if value is not None:
         if not value.strip().isdigit() or int(value) < 1:
             raise ConfigError(f"{PROCESSES_ENV}={value!r}: write a whole number of processes, at least 1 (e.g. 2)")
-        return int(value)
-    if device.type == "cuda" and "WORLD_SIZE" not in os.environ:
-        return max(1, torch.cuda.device_count())
-    return 1
+        n = int(value)
+    elif device.type == "cuda" and device.index is None and "WORLD_SIZE" not in os.environ:
+        n = max(1, torch.cuda.device_count())
+    else:
+        n = 1
+    if config.optim.batch_size % n:
+        raise ConfigError(f"optim.batch_size {config.optim.batch_size} does not split between {n} training processes; "
+                          f"set {PROCESSES_ENV} to a divisor of it (1 for one process)")
+    return n
 
 
 def train_with_torchrun(run: TrainConfig, processes: int) -> None:
@@ -85,10 +94,10 @@ def train_with_torchrun(run: TrainConfig, processes: int) -> None:
     text = (out / TORCHRUN_LOG).read_text(errors="replace")
     errors = [line[len("error: "):] for line in text.splitlines() if line.startswith("error: ")]
     message = errors[0] if errors else f"torchrun exited with status {code}; see {out / TORCHRUN_LOG}"
-    if "training diverged" in message:
+    if errors and message.startswith("training diverged"):
         raise TrainingDiverged(message)
-    if errors:
-        raise ConfigError(message)
+    if errors:  # a mistake in the config, the data or the run folder, as the command line reports it
+        raise UserError(message)
     raise RuntimeError(message)
 
 
@@ -105,6 +114,9 @@ def _set_aside(entry: Path, exc: Exception) -> None:
 def _train(run: TrainConfig, processes: int, device: torch.device) -> TrainResult:
     if processes == 1:
         return train(run)
+    checkpoint = Path(run.run.out_dir) / CHECKPOINT_NAME
+    if checkpoint.is_file():  # a killed entry's unreadable checkpoint: RunFileError here, set aside by the caller
+        read_checkpoint(checkpoint)
     train_with_torchrun(run, processes)
     return load_checkpoint(run.run.out_dir, device)
 
@@ -114,7 +126,7 @@ def train_cached(config: TrainConfig, cache_dir: str | os.PathLike) -> TrainResu
     previous call trained it, trained (and stored) otherwise. Safe when several processes race."""
     manifest = open_packed(config.data.path).manifest
     device = resolve_device(config.run.device)
-    processes = training_processes(device)
+    processes = training_processes(config, device)
     key = cache_key(config, manifest, processes)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)

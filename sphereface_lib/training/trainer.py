@@ -566,7 +566,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, w
     backbone, head = build_model(config, manifest.image_shape, manifest.num_identities)
     sampler = build_sampler(config, dataset.labels, rank if sharded else None, world)
     with run_lock(out) if rank == 0 else nullcontext():
-        return _run(config, resume, device, rank, world, dataset, backbone, head, sampler)
+        return _run(config, resume, device, rank, world, dataset, backbone, head, sampler, sharded)
 
 
 def _load_resume_state(config: TrainConfig, ckpt_path: Path, backbone: nn.Module, head: Head) -> dict[str, Any]:
@@ -618,7 +618,7 @@ def _resume_state(config: TrainConfig, resume: bool, ckpt_path: Path, backbone: 
 
 
 def _run(config: TrainConfig, resume: bool, device: torch.device, rank: int, world: int, dataset: PackedDataset,
-         backbone: nn.Module, head: Head, sampler: BatchSampler) -> TrainResult:
+         backbone: nn.Module, head: Head, sampler: BatchSampler, sharded: bool) -> TrainResult:
     """The loop, with the run folder's lock held by rank 0."""
     manifest = dataset.manifest
     out = Path(config.run.out_dir)
@@ -654,7 +654,7 @@ def _run(config: TrainConfig, resume: bool, device: torch.device, rank: int, wor
     guard = _Guard(config, head, device, world)
     guard.last_checkpoint = start or None
     loader = BatchLoader(dataset, config, start, iterations, rank, world, pin=device.type == "cuda", sampler=sampler,
-                         sharded=is_shard_set(config.data.path))
+                         sharded=sharded)
     bar = None
     if rank == 0 and config.run.progress:
         from tqdm import tqdm
