@@ -168,9 +168,12 @@ def test_run_skip_rerun_reports_readme_and_check_against_committed(layout: Layou
     assert not list(layout.reports_dir("default").glob(".*partial*"))
 
     logs.clear()
-    again = reproduce.reproduce("default", layout=layout, stems=[STEM], data=layout.readme, log=logs.append)
+    written = {p: p.read_bytes() for p in [*html_dir.glob("*.html"), layout.reports_dir("default") / "summary.md",
+                                             layout.readme]}
+    again = reproduce.reproduce("default", layout=layout, stems=[STEM, "02_later"], data=layout.readme, log=logs.append)
     assert again[0].status == "up to date" and again[0].claims == runs[0].claims
     assert "nothing was re-run" in logs[-1] and "make reproduce FORCE=1" in logs[-1]
+    assert {p: p.read_bytes() for p in written} == written  # a pass that re-runs nothing changes no report file
 
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", "reports")

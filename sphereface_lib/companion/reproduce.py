@@ -740,7 +740,8 @@ def write_index(layout: Layout, reports_name: str, runs: Sequence[NotebookRun]) 
         page = layout.reports_dir(reports_name) / "html" / f"{run.stem}.html"
         name = f'<a href="{run.stem}.html">{esc(run.stem)}</a>' if page.is_file() else esc(run.stem)
         wall = f"{run.wall_s:.1f} s" if run.wall_s is not None else ""
-        rows.append(f"<tr><td>{name}</td><td>{esc(run.status)}</td><td>{wall}</td></tr>")
+        status = "executed" if run.status == "up to date" else run.status  # the report's state, not this pass's
+        rows.append(f"<tr><td>{name}</td><td>{esc(status)}</td><td>{wall}</td></tr>")
     claim_rows = [
         f"<tr><td>{run.stem[:2]}</td>" + "".join(f"<td>{esc(v)}</td>" for v in (c.claim, c.paper_cited, c.ours, c.effect))
         + f'<td class="{c.outcome}">{c.outcome}</td></tr>'
