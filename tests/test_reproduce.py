@@ -147,6 +147,7 @@ def test_run_skip_rerun_reports_readme_and_check_against_committed(layout: Layou
     executed = layout.reports_dir("default") / f"{STEM}.ipynb"
     nb = json.loads(executed.read_text())
     assert nb["metadata"]["papermill"]["parameters"] == {"n": 3, "data": "README.md"}  # relative to the project root
+    assert runs[0].wall_s == nb["metadata"]["sphereface"]["wall_s"]  # the value a later pass reads back
     provenance = nb["metadata"]["sphereface"]["provenance"]
     assert provenance["dispatch_pins"] == reproduce.dispatch_environment("default") and provenance["profile"] == "default"
     assert provenance["torch_cpu_capability"] in ("AVX2", "DEFAULT") and provenance["wall_s"] > 0

@@ -472,16 +472,16 @@ def execute_notebook(
         stop.set()
         beat.join()
     console.unlink(missing_ok=True)
-    wall_s = time.perf_counter() - start
+    wall_s = round(time.perf_counter() - start, 1)  # as stored: a later pass reads this value back
     nb = nbformat.read(str(tmp), as_version=4)
     nb.metadata.papermill["input_path"] = f"notebooks/{stem}.ipynb"
     nb.metadata.papermill["output_path"] = f"reports/{reports_name}/{stem}.ipynb"
-    block = {**(provenance or {}), "wall_s": round(wall_s, 1)}
+    block = {**(provenance or {}), "wall_s": wall_s}
     nb.metadata["sphereface"] = {
         "profile": reports_name,
         "source_fingerprint": source_fingerprint(layout.notebook(stem), parameters),
         "library_fingerprint": library,
-        "wall_s": round(wall_s, 1),
+        "wall_s": wall_s,
         "provenance": block,
     }
     nbformat.write(nb, str(tmp))
