@@ -68,6 +68,7 @@ def rank_main(rank: int, init_file: str, out: str) -> None:
             net = Net(head)
             results[head] = step(net, nn.parallel.DistributedDataParallel(net), x[local], labels[local])
         torch.save(results, f"{out}.{rank}")
+        dist.barrier()  # both ranks done before either tears the group down (as train() does)
     finally:
         dist.destroy_process_group()
 
@@ -162,6 +163,7 @@ def resume_main(rank: int, init_file: str, data: str, root: str, out: str) -> No
                     "metrics": resumed.metrics, "reference_metrics": reference.metrics,
                     "error": error, "stale": (base / "node1_stale" / "checkpoint.pt").read_bytes() if rank == 1 else None},
                    f"{out}.{rank}")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -83,6 +83,7 @@ def shard_main(rank: int, init_file: str, data: str, out: str) -> None:
                                    run__checkpoint_every=6, run__log_every=3))
         torch.save({"opened": opened, "state": {**result.backbone.state_dict(), **result.head.state_dict()},
                     "metrics": result.metrics}, f"{out}/rank{rank}.pt")
+        dist.barrier()
     finally:
         packed.PackedDataset.__init__ = real_init
         dist.destroy_process_group()

@@ -550,7 +550,10 @@ def train(config: TrainConfig, *, resume: bool = True) -> TrainResult:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     try:
-        return _train(config, resume, device, rank, world)
+        result = _train(config, resume, device, rank, world)
+        if created_group:  # every rank done before any tears the group down: gloo aborted a rank that left first
+            dist.barrier()
+        return result
     finally:
         if created_group:
             dist.destroy_process_group()
