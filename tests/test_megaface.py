@@ -169,3 +169,22 @@ def test_scan_kernel_histogram_matches_torch_histc() -> None:
     assert np.array_equal(hist.sum(axis=0), want)
     assert np.array_equal(top, -np.sort(-s, axis=1)[:, :3]) and s.max() <= 1 and s.min() >= -1
     assert np.array_equal(cand_n, (s > np.float32(0.999)).sum(axis=1))
+
+
+@pytest.mark.parametrize("chunk_size", [7, 64, 1000])
+def test_exact_tar_threshold_with_ties_at_the_seeded_bound(chunk_size: int) -> None:
+    """The first chunk's candidate bound comes from a sample of its scores; scores tied at that bound (here
+    every distractor is one of three directions, so impostor scores take few values) must all stay
+    candidates, and the threshold at each FAR is the exact (allowed + 1)-th highest impostor score."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(5), 2)
+    probes = rng.normal(size=(10, 4)).astype(np.float32)
+    directions = rng.normal(size=(3, 4)).astype(np.float32)
+    distractors = directions[rng.integers(0, 3, 400)]
+    fars = (0.001, 0.01, 0.3)
+    got = megaface_evaluate(probes, labels, distractors, [400], fars=fars, chunk_size=chunk_size, progress=False)[400]
+    want = _naive(probes.astype(np.float64), labels, distractors.astype(np.float64), [400], 10, fars, 0)[400]
+    impostors = want[2]
+    for f in fars:
+        assert got.threshold_at_far[f] == pytest.approx(impostors[math.floor(f * impostors.size)], abs=1e-6), f
+    assert got.tar_at_far == pytest.approx(want[1])

@@ -12,7 +12,8 @@ Distractors are streamed in chunks. Each chunk's probe x distractor score matrix
 then one pass of a compiled kernel (numba, parallel over probes) that clamps each score to [-1, 1], counts it
 in a fixed histogram (for the ROC), inserts it into its probe's top ``max_rank`` only when it beats the
 current k-th best (enough for the CMC up to ``max_rank``), and keeps it as an impostor candidate only when
-it beats the current lowest of the highest impostor scores kept (for an exact TAR at the requested FARs).
+it beats the current lowest of the highest impostor scores kept (for an exact TAR at the requested FARs;
+before enough are kept, a bound taken from a sample of the chunk).
 Memory stays bounded by ``probes x chunk_size`` whatever the number of distractors.
 """
 
@@ -149,6 +150,26 @@ def _scan_scores(s, top, hist, cand, cand_n, thr, nbins):  # pragma: no cover - 
             cand_n[i] = c
 
 
+def _candidate_threshold(kept: np.ndarray, s: torch.Tensor, keep: int) -> float:
+    """The score a chunk's impostor score must beat to join the ``keep`` highest kept so far (``kept``).
+
+    Once ``keep`` are kept, their lowest (a tie changes nothing). Before that, the ``keep``-th highest of the
+    kept and a sample of this chunk's scores (its first columns, clamped as the scan clamps), lowered by one
+    float32 step so that ties are kept: the ``keep`` highest of everything can lie only at or above it, so the
+    first chunk does not hand all of its scores to the merge. -inf while too few scores exist for that.
+    """
+    if not keep:
+        return np.inf
+    if len(kept) == keep:
+        return float(kept.min())
+    cols = min(s.shape[1], 64 * -(-keep // s.shape[0]))
+    pool = np.concatenate([kept, s[:, :cols].clamp(-1.0, 1.0).numpy().ravel()])
+    if len(pool) < keep:
+        return -np.inf
+    kth = np.partition(pool, len(pool) - keep)[len(pool) - keep]
+    return float(np.nextafter(kth, np.float32(-np.inf)))
+
+
 def _as_features(x: object, name: str) -> np.ndarray:
     """An (N, D) float array, or a memmap as it is; anything else is named."""
     if not isinstance(x, np.ndarray):
@@ -228,8 +249,7 @@ def megaface_evaluate(
         x = _unit_rows(np.asarray(distractor_features[rows], dtype=np.float32), "distractor_features", rows)
         s = buffer[: n_probes * len(rows)].view(n_probes, len(rows))
         torch.mm(p, x.T, out=s)
-        # a score can enter the kept impostors only above the lowest of `keep` kept (ties change nothing)
-        thr = impostor_top.min() if keep and len(impostor_top) == keep else (-np.inf if keep else np.inf)
+        thr = _candidate_threshold(impostor_top, s, keep)
         cand_n[:] = 0
         _scan_scores(s.numpy(), top, hist, cand, cand_n, np.float32(thr), np.float32(hist_bins))
         if keep:
