@@ -29,12 +29,11 @@ from filelock import FileLock
 
 from ..data.packed import Manifest, atomic_write_text
 from ..data.sources import open_packed
+from ..errors import UserError
 from ..fingerprint import library_fingerprint
 from .config import ConfigError, TrainConfig
-from ..errors import UserError
-from .trainer import (CHECKPOINT_NAME, RunFileError, TrainingDiverged, TrainResult, load_checkpoint, resolve_device,
-                      train)
-from .trainer import _read_checkpoint as read_checkpoint
+from .trainer import (CHECKPOINT_NAME, RunFileError, TrainingDiverged, TrainResult, load_checkpoint, read_checkpoint,
+                      resolve_device, train)
 
 DONE_NAME = "done.json"
 PROCESSES_ENV = "SPHEREFACE_TRAIN_PROCESSES"

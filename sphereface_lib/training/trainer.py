@@ -342,7 +342,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _read_checkpoint(path: Path, fix: str = _RESUME_FIX) -> tuple[dict[str, Any], TrainConfig]:
+def read_checkpoint(path: Path, fix: str = _RESUME_FIX) -> tuple[dict[str, Any], TrainConfig]:
     """The state dict of a checkpoint file (tensors only, on the CPU) and the config stored in it; a file
     that is truncated, corrupt or not this library's raises :class:`RunFileError` naming it and ``fix``."""
     try:
@@ -371,7 +371,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     fix = "train the model again or load another checkpoint"
-    state, config = _read_checkpoint(path, fix)
+    state, config = read_checkpoint(path, fix)
     ds = state["dataset"]
     try:
         backbone, head = build_model(config, (ds["height"], ds["width"], ds["channels"]), ds["num_identities"])
@@ -576,7 +576,7 @@ def _load_resume_state(config: TrainConfig, ckpt_path: Path, backbone: nn.Module
     """Read ``ckpt_path``, check that ``config`` may resume it and load its weights into backbone and head;
     returns the parts the other ranks need (:data:`_RESUMED_KEYS`). A foreign or broken checkpoint raises
     :class:`ConfigError` / :class:`RunFileError` naming it."""
-    state, stored = _read_checkpoint(ckpt_path)
+    state, stored = read_checkpoint(ckpt_path)
     if _math_fields(stored) != _math_fields(config):
         raise ConfigError(
             f"{ckpt_path} was written by a different configuration; use another run.out_dir "
@@ -787,5 +787,5 @@ class _Guard:
 __all__ = [
     "BatchLoader", "MetricsLog", "RunDirBusy", "RunFileError", "TrainResult", "TrainStep", "TrainingDiverged",
     "augment", "build_head", "build_model", "build_sampler", "flip_mask", "learning_rate", "load_checkpoint",
-    "local_batch_size", "make_optimizer", "param_groups", "resolve_device", "run_lock", "train",
+    "local_batch_size", "make_optimizer", "param_groups", "read_checkpoint", "resolve_device", "run_lock", "train",
 ]
