@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,15 +40,18 @@ def two_nodes(config: Path, out0: Path, out1: Path, iterations: int) -> None:
          f"optim.iterations={iterations}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for node, out in enumerate((out0, out1))]
-    try:
-        logs = [p.communicate(timeout=120)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for node, (p, log) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0, f"node {node} exited {p.returncode}:\n{log[-3000:]}"
+    deadline = time.monotonic() + 120
+    logs = []
+    for p in procs:  # on a timeout both nodes are killed and both logs kept: one node's failure hangs the other
+        try:
+            logs.append(p.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            logs.append(p.communicate()[0] + "\n[killed after 120 s]")
+    report = "\n".join(f"--- node {node} exited {p.returncode}:\n{log[-3000:]}"
+                       for node, (p, log) in enumerate(zip(procs, logs)))
+    assert all(p.returncode == 0 for p in procs), report
 
 
 def _rows(run: Path) -> list[dict]:
