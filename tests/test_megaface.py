@@ -165,10 +165,15 @@ def test_scan_kernel_histogram_matches_torch_histc() -> None:
     hist = np.zeros((2, bins), np.int64)
     top = np.full((4, 3), -np.inf, np.float32)
     cand, cand_n = np.empty((4, 8), np.float32), np.zeros(4, np.int64)
+    before = s.copy()
     _scan_scores(s, top, hist, cand, cand_n, np.float32(0.999), np.float32(bins))
-    assert np.array_equal(hist.sum(axis=0), want)
-    assert np.array_equal(top, -np.sort(-s, axis=1)[:, :3]) and s.max() <= 1 and s.min() >= -1
-    assert np.array_equal(cand_n, (s > np.float32(0.999)).sum(axis=1))
+    clamped = np.clip(s, -1, 1)
+    assert np.array_equal(hist.sum(axis=0), want) and np.array_equal(s, before)  # s is read, not written
+    assert np.array_equal(top, -np.sort(-clamped, axis=1)[:, :3]) and top.max() == 1
+    assert np.array_equal(cand_n, (clamped > np.float32(0.999)).sum(axis=1))
+    for i in range(4):  # candidates in column order, up to the row's capacity
+        above = clamped[i][clamped[i] > np.float32(0.999)][:8]
+        assert len(above) and np.array_equal(cand[i, : len(above)], above)
 
 
 @pytest.mark.parametrize("chunk_size", [7, 64, 1000])
