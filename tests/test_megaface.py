@@ -193,3 +193,17 @@ def test_exact_tar_threshold_with_ties_at_the_seeded_bound(chunk_size: int) -> N
     for f in fars:
         assert got.threshold_at_far[f] == pytest.approx(impostors[math.floor(f * impostors.size)], abs=1e-6), f
     assert got.tar_at_far == pytest.approx(want[1])
+
+
+def test_a_row_with_more_candidates_than_its_row_holds() -> None:
+    """The first chunk's sample of columns holds only low scores, and the 200 columns after it score high, highest
+    last: each row gets more candidates than its candidate row holds (64), so they are taken from the chunk
+    itself, clamped (the distractor at 10 deg scores 1 + 1 float32 step against the probe at 10 deg)."""
+    probes, labels = _deg(0, 10, 90, 100), np.array([0, 0, 1, 1])
+    distractors = _deg(*np.linspace(220, 230, 600), *np.linspace(20, 10, 200))
+    fars = (1e-4, 0.001, 0.005, 0.01)  # at most 33 kept: a sample of the first 576 columns
+    got = megaface_evaluate(probes, labels, distractors, [800], fars=fars, chunk_size=800, progress=False)[800]
+    impostors = np.sort((probes.astype(np.float64) @ distractors.astype(np.float64).T).ravel())[::-1]
+    for f in fars:
+        assert got.threshold_at_far[f] == pytest.approx(impostors[math.floor(f * impostors.size)], abs=1e-6), f
+    assert got.threshold_at_far[1e-4] == 1.0  # the highest impostor score, clamped
