@@ -552,7 +552,12 @@ def train(config: TrainConfig, *, resume: bool = True) -> TrainResult:
     try:
         result = _train(config, resume, device, rank, world)
         if created_group:  # every rank done before any tears the group down: gloo aborted a rank that left first
-            dist.barrier()
+            if dist.get_backend() == "gloo":
+                # not dist.barrier: its work keeps the last all-reduces' tensors, which a gloo thread frees later
+                # under the GIL; in a process already finalizing that aborts it (SIGABRT, about 1 run in 20)
+                dist.monitored_barrier()
+            else:
+                dist.barrier()
         return result
     finally:
         if created_group:
