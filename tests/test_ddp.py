@@ -16,7 +16,7 @@ from torch import nn
 
 from sphereface_lib.errors import UserError
 from sphereface_lib.losses import create_head
-from sphereface_lib.training import train
+from sphereface_lib.training import train, wait_for_all_ranks
 from test_training import same_state
 from test_training_data import make_patterns, tiny_config
 
@@ -68,7 +68,7 @@ def rank_main(rank: int, init_file: str, out: str) -> None:
             net = Net(head)
             results[head] = step(net, nn.parallel.DistributedDataParallel(net), x[local], labels[local])
         torch.save(results, f"{out}.{rank}")
-        dist.barrier()  # both ranks done before either tears the group down (as train() does)
+        wait_for_all_ranks()  # both ranks done before either tears the group down, as train() does
     finally:
         dist.destroy_process_group()
 
@@ -163,7 +163,7 @@ def resume_main(rank: int, init_file: str, data: str, root: str, out: str) -> No
                     "metrics": resumed.metrics, "reference_metrics": reference.metrics,
                     "error": error, "stale": (base / "node1_stale" / "checkpoint.pt").read_bytes() if rank == 1 else None},
                    f"{out}.{rank}")
-        dist.barrier()
+        wait_for_all_ranks()
     finally:
         dist.destroy_process_group()
 

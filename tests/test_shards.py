@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from sphereface_lib.data import packed, sources
 from sphereface_lib.data.packed import PackedDataset, write_shards
 from sphereface_lib.errors import UserError
-from sphereface_lib.training import train
+from sphereface_lib.training import train, wait_for_all_ranks
 from sphereface_lib.training.trainer import BatchLoader, build_model
 from test_training import same_state
 from test_training_data import make_patterns, tiny_config
@@ -83,7 +83,7 @@ def shard_main(rank: int, init_file: str, data: str, out: str) -> None:
                                    run__checkpoint_every=6, run__log_every=3))
         torch.save({"opened": opened, "state": {**result.backbone.state_dict(), **result.head.state_dict()},
                     "metrics": result.metrics}, f"{out}/rank{rank}.pt")
-        dist.barrier()
+        wait_for_all_ranks()
     finally:
         packed.PackedDataset.__init__ = real_init
         dist.destroy_process_group()

@@ -9,5 +9,5 @@ __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     "cache": ["cache_key", "train_cached"],
     "config": ["ConfigError", "DataConfig", "HeadConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig"],
     "trainer": ["RunDirBusy", "RunFileError", "TrainingDiverged", "TrainResult", "learning_rate", "load_checkpoint",
-                "train"],
+                "train", "wait_for_all_ranks"],
 })

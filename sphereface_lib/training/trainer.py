@@ -534,6 +534,20 @@ def _distributed() -> tuple[int, int, int, bool]:
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), created
 
 
+def wait_for_all_ranks() -> None:
+    """Return once every rank of the default group has called this: before any tears the group down (gloo
+    aborted a rank that left first).
+
+    On gloo a monitored barrier, not ``dist.barrier``: a barrier's work keeps the last all-reduces' tensors,
+    which a gloo thread frees after the barrier returns and needs the GIL for; in a process that has already
+    begun to exit, that aborts it (SIGABRT, "terminate called without an active exception").
+    """
+    if dist.get_backend() == "gloo":
+        dist.monitored_barrier()
+    else:
+        dist.barrier()
+
+
 def train(config: TrainConfig, *, resume: bool = True) -> TrainResult:
     """Train (or resume) the run described by ``config``; returns the final model and its metrics log.
 
@@ -551,13 +565,8 @@ def train(config: TrainConfig, *, resume: bool = True) -> TrainResult:
         torch.cuda.set_device(device)
     try:
         result = _train(config, resume, device, rank, world)
-        if created_group:  # every rank done before any tears the group down: gloo aborted a rank that left first
-            if dist.get_backend() == "gloo":
-                # not dist.barrier: its work keeps the last all-reduces' tensors, which a gloo thread frees later
-                # under the GIL; in a process already finalizing that aborts it (SIGABRT, about 1 run in 20)
-                dist.monitored_barrier()
-            else:
-                dist.barrier()
+        if created_group:
+            wait_for_all_ranks()
         return result
     finally:
         if created_group:
