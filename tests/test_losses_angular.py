@@ -131,12 +131,13 @@ def test_weights_are_renormalized_every_forward() -> None:
 
 @pytest.mark.parametrize("name", ["softmax", "modified_softmax", "asoftmax"])
 def test_gradcheck_float64(name: str, monkeypatch) -> None:
-    """Exact gradients. The weight gradient of a unit-weight head is the derivative of the logits at the weight
-    as it is: the in-place projection is a separate step outside autograd (Caffe's), switched off here so that
-    gradcheck's perturbed weights are used unprojected."""
+    """Exact gradients (A-Softmax with gradient="exact"; the official one is tested in
+    test_asoftmax_official_gradient.py). The weight gradient of a unit-weight head is the derivative of the
+    logits at the weight as it is: the in-place projection is a separate step outside autograd (Caffe's),
+    switched off here so that gradcheck's perturbed weights are used unprojected."""
     monkeypatch.setattr(UnitWeights, "unit_weight", lambda self: self.weight)
     torch.manual_seed(5)
-    kwargs = {"m": 3, "lambda_schedule": LambdaSchedule(fixed=1.5)} if name == "asoftmax" else {}
+    kwargs = {"m": 3, "lambda_schedule": LambdaSchedule(fixed=1.5), "gradient": "exact"} if name == "asoftmax" else {}
     head = create_head(name, 4, 3, **kwargs).double()
     x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
     y = torch.randint(0, 3, (6,))
@@ -186,14 +187,15 @@ def test_unit_weight_heads_keep_no_normalized_weight_copy_for_backward() -> None
                for s in saved)
 
 
-def test_float32_head_gradient_matches_float64_formula() -> None:
+@pytest.mark.parametrize("gradient", ["official", "exact"])
+def test_float32_head_gradient_matches_float64_formula(gradient: str) -> None:
     torch.manual_seed(6)
-    head = ASoftmax(4, 3, m=4, lambda_schedule=LambdaSchedule(fixed=2.0))
+    head = ASoftmax(4, 3, m=4, lambda_schedule=LambdaSchedule(fixed=2.0), gradient=gradient)
     x = torch.randn(6, 4, requires_grad=True)
     y = torch.randint(0, 3, (6,))
     F.cross_entropy(head(x, y), y).backward()
     x64 = x.detach().double().requires_grad_()
-    h64 = ASoftmax(4, 3, m=4, lambda_schedule=LambdaSchedule(fixed=2.0)).double()
+    h64 = ASoftmax(4, 3, m=4, lambda_schedule=LambdaSchedule(fixed=2.0), gradient=gradient).double()
     h64.weight.data.copy_(head.weight.data.double())
     F.cross_entropy(h64(x64, y), y).backward()
     torch.testing.assert_close(x.grad.double(), x64.grad, atol=1e-5, rtol=1e-4)
@@ -206,11 +208,12 @@ EDGE_FEATURES = {
 }
 
 
-@pytest.mark.parametrize("name", ["softmax", "modified_softmax", "asoftmax"])
+@pytest.mark.parametrize("name, kwargs", [("softmax", {}), ("modified_softmax", {}), ("asoftmax", {}),
+                                          ("asoftmax", {"gradient": "exact"})])
 @pytest.mark.parametrize("case", list(EDGE_FEATURES))
-def test_no_nan_on_edge_inputs(name: str, case: str) -> None:
+def test_no_nan_on_edge_inputs(name: str, kwargs: dict, case: str) -> None:
     torch.manual_seed(7)
-    head = create_head(name, 5, 3)
+    head = create_head(name, 5, 3, **kwargs)
     x = EDGE_FEATURES[case].clone().requires_grad_()
     y = torch.tensor([0, 1, 2, 0])
     loss, logits = head.compute_loss(x, y)
@@ -220,9 +223,10 @@ def test_no_nan_on_edge_inputs(name: str, case: str) -> None:
     assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
 
 
+@pytest.mark.parametrize("gradient", ["official", "exact"])
 @pytest.mark.parametrize("m", [1, 2, 3, 4])
-def test_no_nan_when_cos_theta_is_exactly_plus_or_minus_one(m: int) -> None:
-    head = ASoftmax(3, 2, m=m, lambda_schedule=LambdaSchedule(fixed=0.0))
+def test_no_nan_when_cos_theta_is_exactly_plus_or_minus_one(m: int, gradient: str) -> None:
+    head = ASoftmax(3, 2, m=m, lambda_schedule=LambdaSchedule(fixed=0.0), gradient=gradient)
     head.weight.data = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     x = torch.tensor([[2.0, 0.0, 0.0], [-3.0, 0.0, 0.0], [0.0, 5.0, 0.0]], requires_grad=True)
     y = torch.tensor([0, 0, 1])
