@@ -16,12 +16,19 @@ Every candidate trains on the default synthetic training set minus 60 held-out *
    measured default run of C3 scaled by the iterations (rounds 1-2 priced notebook 05's deep models as
    SphereFace-10's: C3 was estimated at 13.0 minutes and took 24.1).
 
-Among the candidates meeting all four, the one whose *softmax* model verifies best on the validation pairs
+Round 4 (issue 24) trains A-Softmax with the official Caffe gradient (``ASoftmax(gradient="official")``) and
+lambda reaching 5 at the official 5.9% of the run on every candidate, so criterion 3 holds by construction
+(0.91); it adds criterion 1b, every margin row (A-Softmax m = 2, 3, 4, L-Softmax) fits its training set: final
+training loss (the last logged window, 5% of the run) at most 0.1 ln C on every seed (a candidate stops at its
+first margin row that misses it); criterion 4 becomes 60 minutes for the default profile with three runs behind
+every claim, priced from the candidate's own measured models (``R4_*`` below), under 55 minutes.
+
+Among the candidates meeting all criteria, the one whose *softmax* model verifies best on the validation pairs
 (held-out training identities) is chosen. Then the compared losses' settings (CosFace / ArcFace s and m, the
 contrastive, center and triplet weights) are each chosen on the same validation pairs, by that loss's own
 validation accuracy under the chosen recipe.
 
-    python scripts/recipe_study.py recipes --round 3   # step 1: the candidates' table (rounds 1-3)
+    python scripts/recipe_study.py recipes --round 4   # step 1: the candidates' table (rounds 1-4)
     python scripts/recipe_study.py baselines    # step 2: the compared losses' settings (chosen recipe)
 """
 
@@ -59,6 +66,14 @@ ROUNDS = {
     # SphereFace-20/36/64 models as SphereFace-10's); the longest run that fits by the corrected estimate
     3: {"D: SF-10 w0.125, 600 it, lambda_min at 30%": E.Recipe(backbone="sphereface10", iterations=600,
                                                                  lambda_min_at=0.30)},
+    # round 4 (issue 24): the official gradient and the official annealing point on every candidate, a larger
+    # budget (60 min), and criterion 1b: every margin row fits its training set; cheapest first
+    4: {
+        f"{key}: SF-{depth} w{width}, {iters} it, official": E.Recipe(
+            backbone=f"sphereface{depth}", width=width, iterations=iters, lambda_min_at=OFFICIAL, gradient="official")
+        for key, depth, width, iters in (("E", 10, 0.125, 2000), ("F", 10, 0.25, 1500), ("G", 10, 0.25, 2000),
+                                          ("H", 4, 0.25, 2000))
+    },
 }
 #: (C1, lambda_min at 10%, was stopped after its first eight models: m = 4 at ln C on both seeds, m = 3 at 5.43,
 #: m = 1 and 2 trained; docs/recipe.md.) Round 2 trains only the rows that collapsed in round 1 (softmax, m = 1, 2 trained on every candidate and seed);
@@ -68,6 +83,18 @@ ROUND_ROWS = {2: {"asoftmax_m4": (0, 1), "asoftmax_m3": (0,), "lsoftmax": (0,)}}
 #: at the settings chosen for them on validation (step 'baselines'), since their papers' s = 64 is not a CPU scale
 CRITERION_ROWS = {"softmax": (0, 1), "asoftmax_m4": (0, 1), "asoftmax_m1": (0,), "asoftmax_m2": (0,),
                   "asoftmax_m3": (0,), "lsoftmax": (0,)}
+#: round 4: the margin rows first (m = 4 decides criterion 1b soonest), each on two seeds
+ROUND_ROWS[4] = {"asoftmax_m4": (0, 1), "softmax": (0, 1), "asoftmax_m3": (0, 1), "asoftmax_m2": (0, 1),
+                 "lsoftmax": (0, 1), "asoftmax_m1": (0,)}
+#: criterion 1b (round 4): rows that must fit their training set, final training loss (the mean of the last logged
+#: window, 5% of the run) at most FIT_FRACTION ln C on every seed
+MARGIN_ROWS, FIT_FRACTION = ("asoftmax_m2", "asoftmax_m3", "asoftmax_m4", "lsoftmax"), 0.1
+#: criterion 4 (round 4): the default profile with three runs behind every claim, priced in SphereFace-10
+#: equivalents: 04 5 rows x 3 seeds; 05 SF-4 and SF-20 x 2 rows x 3 seeds (SF-10's are 04's); 06 4 more rows x 3
+#: seeds + CosFace / ArcFace x 1; 07 reuses 06's. SF-4 / SF-20 cost 0.45 / 1.89 of SF-10 (C3's logs: 9.3 / 39.2 /
+#: 20.7 s); the rest of the run 365 s (C3's 305 s plus features of the added seeds); under 55 minutes
+R4_SF10_EQUIVALENTS = 15 + 3 * 2 + 4 * 3 + 2 + 6 * 9.3 / 20.7 + 6 * 39.2 / 20.7
+R4_REST_S, R4_BUDGET_MIN = 365.0, 55.0
 #: models of the default profile per recipe (04: 5 rows x 3 seeds; 05: 4 extra depths x 2 rows; 06: 6 more rows x 3
 #: seeds; 07 reuses them), and the fixed cost of notebooks 01-03 and data generation measured before (s); rounds 1-2
 PROFILE_MODELS, FIXED_S = 15 + 8 + 18, 150.0
@@ -110,7 +137,12 @@ def recipes(bench, candidates, rows, round_: int) -> dict:
     out = {}
     ln_c = math.log(bench.train.num_identities)
     for name, recipe in candidates.items():
-        results = [run(bench, row, recipe, seed) for row, seeds in rows.items() for seed in seeds]
+        results = []
+        for row, seed in ((row, seed) for row, seeds in rows.items() for seed in seeds):
+            results.append(run(bench, row, recipe, seed))
+            if round_ >= 4 and row in MARGIN_ROWS and results[-1].get("final_loss", math.inf) > FIT_FRACTION * ln_c:
+                print("    stopped: criterion 1b decided by", row, seed, flush=True)  # the candidate fails
+                break
         trained = all("failed" not in r and r["final_loss"] < 0.9 * ln_c for r in results)
         soft = [r for r in results if r["row"] == "softmax" and "failed" not in r]
         level = max((levelled(r["losses"], ln_c) for r in soft), default=float("inf"))
@@ -122,10 +154,18 @@ def recipes(bench, candidates, rows, round_: int) -> dict:
             profile_min = (MEASURED_TRAINING_S * recipe.iterations / MEASURED_ITERATIONS + MEASURED_REST_S) / 60
         else:
             profile_min = (PROFILE_MODELS * per_model + FIXED_S) / 60
-        passed = trained and level <= 0.02 and frac >= 0.5 and profile_min < 17
+        if round_ >= 4:
+            # wall ~ CPU seconds / 2 on the quiet machine; priced by this candidate's own SphereFace-<depth> models
+            depth_cost = {4: 9.3 / 20.7, 10: 1.0, 20: 39.2 / 20.7}[int(recipe.backbone.removeprefix("sphereface"))]
+            profile_min = (R4_SF10_EQUIVALENTS * per_model / depth_cost + R4_REST_S) / 60
+            fits = all(r.get("final_loss", math.inf) <= FIT_FRACTION * ln_c for r in results if r["row"] in MARGIN_ROWS)
+            passed = trained and fits and level <= 0.02 and profile_min < R4_BUDGET_MIN
+        else:
+            fits = None
+            passed = trained and level <= 0.02 and frac >= 0.5 and profile_min < 17
         out[name] = {"recipe": recipe.__dict__, "results": results, "all_trained": trained, "softmax_levelled": level,
                      "high_lr_at_lambda_min": frac, "s_per_model": per_model, "profile_minutes": profile_min,
-                     "passed": passed,
+                     "margin_rows_fit": fits, "passed": passed,
                      "softmax_val_acc": sum(r["val_acc"] for r in soft) / max(1, len(soft))}
         print(json.dumps({k: v for k, v in out[name].items() if k not in ("results", "recipe")}), name, flush=True)
         for r in results:

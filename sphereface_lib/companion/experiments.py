@@ -213,6 +213,8 @@ class Recipe:
     #: CPU candidate's m = 3, 4 and L-Softmax collapsed to ln C; 0.30 is the earliest tried that trained them
     lambda_min_at: float = 0.30
     lr_steps_at: tuple[float, ...] = tuple(s / OFFICIAL_ITERATIONS for s in OFFICIAL_LR_STEPS)  #: fractions
+    #: A-Softmax's backward: "exact" (autograd of Eq. 7) or "official" (the Caffe layer's, ``ASoftmax``'s docstring)
+    gradient: str = "exact"
 
     def lambda_schedule(self, lambda_min: float = 5.0, base: float = 1000.0) -> dict[str, float]:
         """The official annealing, max(lambda_min, base / (1 + gamma i)), reaching lambda_min at ``lambda_min_at``."""
@@ -236,7 +238,7 @@ def _head(row: str, recipe: Recipe) -> tuple[str, dict[str, Any], str, dict[str,
     pk = ("pk", {"k": recipe.pk_k})
     annealed = {"lambda_schedule": recipe.lambda_schedule()}
     if row.startswith("asoftmax_m") and row[len("asoftmax_m"):] in ("1", "2", "3", "4"):
-        return "asoftmax", {"m": int(row[len("asoftmax_m"):]), **annealed}, "random", {}
+        return "asoftmax", {"m": int(row[len("asoftmax_m"):]), "gradient": recipe.gradient, **annealed}, "random", {}
     table: dict[str, tuple[str, dict[str, Any], str, dict[str, Any]]] = {
         "softmax": ("softmax", {}, "random", {}),
         # L-Softmax rows anneal like A-Softmax (the SphereFace solver), so the rows differ by the head alone
