@@ -230,7 +230,7 @@ def test_user_mistakes_are_one_error_line(tmp_path, monkeypatch, capsys, argv, m
     np.save("f.npy", np.zeros((2, 3), np.float32))
     np.savez("f.npz", features=np.zeros((2, 3), np.float32), keys=np.array(["a/0001", "b/0001"]))
     Path("f.csv").write_text("1,2\n")
-    Path("dev.txt").write_text("1\na\t1\t1\na\t1\tb\t1\n")
+    Path("dev.txt").write_text("1\na\t1\t2\na\t1\tb\t1\n")
     rc, _, err = _run(argv, capsys)
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert message in err

@@ -93,7 +93,7 @@ def test_ytf_splits_and_video_features() -> None:
 
 
 def test_bad_input_errors() -> None:
-    a = np.zeros((10, 3))
+    a = np.ones((10, 3))
     with pytest.raises(ValueError, match="n_folds=3 must be >= 2 and divide"):
         lfw_10fold(a, a, np.zeros(10, bool), n_folds=3)
     with pytest.raises(ValueError, match="one shape"):
@@ -113,7 +113,7 @@ def test_roc_hand_example() -> None:
 
 
 def test_is_same_one_short_is_named_not_n_folds() -> None:
-    a = np.zeros((10, 3))
+    a = np.ones((10, 3))
     with pytest.raises(ValueError, match=r"is_same must have one flag per pair \(10\), got shape \(9,\)"):
         lfw_10fold(a, a, np.zeros(9, bool), n_folds=3)
 
