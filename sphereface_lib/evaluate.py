@@ -201,7 +201,7 @@ def load_feature_file(path: str | Path, keys_path: str | Path | None = None, opt
         keys = _read_keys(Path(keys_path), len(features), f"{option} {path}", keys_option)
     if len(keys) != len(features):
         raise UserError(f"{option} {path}: {_count(len(keys), 'key')} for {_count(len(features), 'feature row')}")
-    return FeatureTable(keys, str(path), array=features)
+    return FeatureTable(keys, f"{option} {path}", array=features)
 
 
 def check_device(device: str | None) -> str | None:
@@ -271,9 +271,9 @@ def load_model_features(images: str | Path, model: str | Path, flip: str, batch_
             what = "hold NaN or infinity" if "NaN" in str(exc) else "are all zero"
             raise UserError(
                 f"--model {model}: its features of {_count(len(exc.rows), 'image')} of --images {images} {what} "
-                f"({_shown([keys[r] for r in exc.rows])}); no cosine score can be computed from them: check the "
+                f"({_shown([keys[r] for r in exc.rows])}, in the first batch that has any); no cosine score can be computed from them: check the "
                 "model (an untrained or diverged one gives such features)") from None
-        except (RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError, AssertionError) as exc:  # an exported model's shape guard asserts
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(
                 f"--model {model} cannot compute features of --images {images} ({crops}): {first}; give a model "
