@@ -271,8 +271,8 @@ def load_model_features(images: str | Path, model: str | Path, flip: str, batch_
             what = "hold NaN or infinity" if "NaN" in str(exc) else "are all zero"
             raise UserError(
                 f"--model {model}: its features of {_count(len(exc.rows), 'image')} of --images {images} {what} "
-                f"({_shown([keys[r] for r in exc.rows])}, in the first batch that has any); no cosine score can be computed from them: check the "
-                "model (an untrained or diverged one gives such features)") from None
+                f"({_shown([keys[r] for r in exc.rows])}, in the first batch that has any); no cosine score can be "
+                "computed from them: check the model (an untrained or diverged one gives such features)") from None
         except (RuntimeError, ValueError, AssertionError) as exc:  # an exported model's shape guard asserts
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(
@@ -408,13 +408,6 @@ def evaluate_ytf(table: FeatureTable, splits_path: str, missing: str = "error") 
             "videos_from_frames": len(by_frames), **_fold_result(acc, cosine_scores(a, b), pairs), **skipped}
 
 
-def _width(table: FeatureTable) -> int:
-    """The length of ``table``'s features (computing one row's for a model)."""
-    if table.array is not None:
-        return int(table.array.shape[1])
-    return int(np.asarray(table.compute(np.zeros(1, np.int64))).shape[1])
-
-
 def _select(table: FeatureTable, list_path: str | None, option: str) -> np.ndarray:
     """Rows named by a list file (one key per line), or every row without one."""
     if list_path is None:
@@ -434,7 +427,7 @@ def evaluate_megaface(probes: FeatureTable, distractors: FeatureTable, probe_lis
     from .evaluation import MEGAFACE_DISTRACTORS, megaface_evaluate
     from .evaluation.far import MIN_FALSE_ACCEPTS, usable_far
 
-    probe_dim, distractor_dim = _width(probes), _width(distractors)
+    probe_dim, distractor_dim = probes.array.shape[1], distractors.array.shape[1]  # MegaFace reads feature files
     if probe_dim != distractor_dim:
         raise UserError(f"{distractors.source} holds {distractor_dim}-d features, {probes.source} {probe_dim}-d ones; "
                         "give probes and distractors from one model (features of one length)")
@@ -498,8 +491,8 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"  {r['distractors']:>11,}  {100 * r['rank1']:>6.2f}%"
                      + "".join(f"  {100 * r['tar_at_far'][f]:>12.2f}%{marks[f]}" for f in fars))
     if few:
-        lines.append(f"  * too few impostor scores: impostor pairs x FAR < {result['min_false_accepts']} expected false "
-                     "accepts, so this TAR rests on a handful of scores (use more distractors or a higher FAR)")
+        lines.append(f"  * too few impostor scores: impostor pairs x FAR < {result['min_false_accepts']} expected "
+                     "false accepts, so this TAR rests on a handful of scores (use more distractors or a higher FAR)")
     return "\n".join(lines)
 
 

@@ -393,7 +393,8 @@ EVALUATE_CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     ("megaface_zero_byte_distractors", _zero_byte_distractors, ["--distractors", "empty.npy is empty (0 bytes)"]),
 ]
 if not torch.cuda.is_available():
-    EVALUATE_CASES.append(("lfw_device_cuda_without_cuda", lambda r: _model_run(r, 3, zero=False) + ["--device", "cuda"],
+    EVALUATE_CASES.append(("lfw_device_cuda_without_cuda",
+                           lambda r: _model_run(r, 3, zero=False) + ["--device", "cuda"],
                            ["--device cuda: CUDA is not available on this machine", "--device cpu"]))
 
 
