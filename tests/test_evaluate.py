@@ -333,3 +333,20 @@ def test_megaface_marks_a_far_with_too_few_impostor_scores(tmp_path, capsys):
     line = next(ln for ln in stdout.splitlines() if ln.strip().startswith("100 "))
     assert line.count("%*") == 1 and line.rstrip().endswith("%")  # 1e-3 marked, 1e-2 not
     assert "* too few impostor scores: impostor pairs x FAR < 50 expected false accepts" in stdout
+
+
+def test_ytf_missing_skip_leaves_out_the_pairs_of_a_video_without_frames(tmp_path, capsys):
+    splits = "split,video_a,video_b,same\n" + "".join(
+        f"{s},P{s}{i}/0,P{s}{i}/1,1\n{s},P{s}{i}/0,Q{s}{i}/0,0\n" for s in (1, 2) for i in range(2))
+    (tmp_path / "splits.csv").write_text(splits)
+    videos = sorted({v for line in splits.splitlines()[1:] for v in line.split(",")[1:3]} - {"Q20/0"})
+    np.savez(tmp_path / "f.npz", features=_features(videos, perfect=True), keys=np.array(videos))
+    argv = ["ytf", "--features", str(tmp_path / "f.npz"), "--splits", str(tmp_path / "splits.csv"),
+            "--out", str(tmp_path / "r.json")]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 2 and "no features for 1 of the 12 videos" in err and "'Q20/0'" in err and "--missing skip" in err
+    rc, stdout, err = _run(argv + ["--missing", "skip"], capsys)
+    assert rc == 0, err
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert (result["pairs"], result["skipped_pairs"], result["missing_videos"]) == (7, 1, ["Q20/0"])
+    assert "YouTube Faces: 7 pairs, 2 folds (1 pair skipped: 1 video without features, 'Q20/0')" in stdout
