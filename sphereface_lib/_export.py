@@ -39,7 +39,7 @@ def read_exported(path: Path, option: str) -> nn.Module:
     try:
         return torch.export.load(str(path)).module()
     except Exception as exc:  # torch raises RuntimeError, KeyError, ValueError, ... for a damaged archive
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{option} {path}: not a readable torch.export .pt2 file ({first}); {how}") from None
+        raise UserError(f"{option} {path}: a zip archive that torch.export cannot read ({type(exc).__name__}; "
+                        f"torch.save and TorchScript files are zips too, the latter go in a .pt file); {how}") from None
     finally:
         logger.disabled = was_disabled

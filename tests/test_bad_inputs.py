@@ -434,3 +434,13 @@ def test_a_megaface_list_whose_id_is_not_a_list_is_one_error_line(tmp_path: Path
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --list ") and '"id" must be a list' in lines[0], done.stderr
+
+
+def test_a_zip_that_is_not_an_exported_program_is_one_error_line(tmp_path: Path, capsys) -> None:
+    from sphereface_lib.evaluate import main as evaluate_main
+
+    argv = _model_run(tmp_path, 3, zero=False)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "m.pt2")  # a zip archive, but not torch.export's
+    assert run_command(evaluate_main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "m.pt2: a zip archive that torch.export cannot read" in err, err
