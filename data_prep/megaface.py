@@ -46,6 +46,8 @@ def read_list(list_file: Path) -> tuple[list[str], list[str] | None]:
         if not isinstance(data, dict) or not isinstance(data.get("path"), list):
             raise UserError(f'{list_file}: expected a JSON object with a "path" list')
         ids = data.get("id")
+        if ids is not None and not isinstance(ids, list):
+            raise UserError(f'--list {list_file}: "id" must be a list (one identity per "path" entry), got {ids!r}')
         if ids is not None and len(ids) != len(data["path"]):
             raise UserError(f'{list_file}: "id" has {len(ids)} entries, "path" {len(data["path"])}')
         return [str(p) for p in data["path"]], None if ids is None else [str(i) for i in ids]

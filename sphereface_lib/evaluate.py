@@ -15,7 +15,11 @@ with ``--model`` (a ``torch.export`` ``.pt2`` file, batch dimension dynamic, or 
 the paper (Sec. 4.1). Keys: LFW images ``Name/NNNN`` (``Name/Name_NNNN.jpg`` is accepted too), YTF frames ``Person/number/<frame>`` (a video's feature is the mean of its frames) or the
 video ``Person/number`` itself, MegaFace probes ``Identity/<image>`` (the identity is the key's folder).
 
-The result is written as JSON (``--out``, atomically) and summarized as a table on stdout.
+The result is written as JSON (``--out``, by default beside the input and named after it; atomically) and
+summarized as a table on stdout, with the path it went to. A feature holding NaN or infinity, or all zero, is an
+error naming its file and rows, never a number. ``--missing skip`` scores LFW / YTF without the pairs whose images
+(videos) have no features and reports how many were skipped; MegaFace marks a TAR whose FAR leaves fewer than 50
+expected false accepts among the impostor scores.
 """
 
 from __future__ import annotations
@@ -48,6 +52,26 @@ def _count(n: int, what: str) -> str:
     return f"{n:,} {what}{'' if n == 1 else 's'}"
 
 
+def _shown(keys: Sequence[str]) -> str:
+    """The first few ``keys`` for a message, '...' when there are more."""
+    return ", ".join(repr(k) for k in keys[:_SHOW]) + (", ..." if len(keys) > _SHOW else "")
+
+
+def _text_file(path: Path, option: str, what: str) -> str:
+    """The UTF-8 text of ``path``; a :class:`UserError` naming ``option`` when it is absent, a folder or not UTF-8."""
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a folder; give the file itself ({what})")
+    if not path.is_file():
+        raise UserError(f"{option} {path}: no such file ({what})")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise UserError(f"{option} {path}, line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); save it as "
+                        "UTF-8") from None
+
+
 @dataclass
 class FeatureTable:
     """Features keyed by image: ``array`` (N, D) for a features file, else ``compute(rows)`` (a model's)."""
@@ -71,60 +95,80 @@ class FeatureTable:
             if match:
                 self.index.setdefault(f"{match.group(1)}/{int(match.group(2)):04d}", row)
 
-    def rows(self, wanted: Sequence[str], named_by: str, hint: str) -> np.ndarray:
-        """Rows of the ``wanted`` keys; a :class:`UserError` naming the missing ones and how many."""
-        unique = list(dict.fromkeys(wanted))
-        missing = [k for k in unique if k not in self.index]
+    def missing(self, wanted: Sequence[str]) -> list[str]:
+        """The ``wanted`` keys (each once, in order) that the table lacks."""
+        return [k for k in dict.fromkeys(wanted) if k not in self.index]
+
+    def rows(self, wanted: Sequence[str], named_by: str, hint: str, other_fix: str = "") -> np.ndarray:
+        """Rows of the ``wanted`` keys; a :class:`UserError` naming the missing ones, how many, and the fix."""
+        missing = self.missing(wanted)
         if missing:
-            shown = ", ".join(repr(k) for k in missing[:_SHOW]) + (", ..." if len(missing) > _SHOW else "")
             raise UserError(
-                f"{self.source} lacks {len(missing):,} of the {len(unique):,} keys that {named_by} names "
-                f"({shown}); give features for every one of them ({hint})")
+                f"{self.source} lacks {len(missing):,} of the {len(dict.fromkeys(wanted)):,} keys that {named_by} "
+                f"names ({_shown(missing)}); give features for every one of them ({hint}){other_fix}")
         return np.fromiter((self.index[k] for k in wanted), np.int64, len(wanted))
 
-    def check_finite(self, feats: np.ndarray, rows: np.ndarray) -> None:
-        """A :class:`UserError` naming the rows of ``feats`` (``rows`` of the table) that hold NaN or infinity."""
-        bad: list[int] = []
+    def named_rows(self, rows: Sequence[int]) -> str:
+        """``rows`` of the table by key, the first few, for a message."""
+        return _shown([self.keys[r] for r in rows])
+
+    def check_usable(self, feats: np.ndarray, rows: np.ndarray) -> None:
+        """A :class:`UserError` naming the rows of ``feats`` (``rows`` of the table) that hold NaN or infinity,
+        or are all zero (no direction: no cosine score can be computed from them)."""
+        non_finite: list[int] = []
+        zero: list[int] = []
         for start in range(0, len(feats), _CHUNK):
-            ok = np.isfinite(feats[start:start + _CHUNK]).all(axis=1)
-            bad.extend(rows[start:start + _CHUNK][~ok].tolist())
-        if bad:
-            shown = ", ".join(repr(self.keys[r]) for r in bad[:_SHOW]) + (", ..." if len(bad) > _SHOW else "")
-            raise UserError(f"{self.source}: {_count(len(bad), 'feature row')} needed here hold NaN or infinity "
-                            f"({shown}); no result is computed from non-finite features")
+            block = feats[start:start + _CHUNK]
+            non_finite.extend(rows[start:start + _CHUNK][~np.isfinite(block).all(axis=1)].tolist())
+            zero.extend(rows[start:start + _CHUNK][~block.any(axis=1)].tolist())
+        if non_finite:
+            raise UserError(f"{self.source}: {_count(len(non_finite), 'feature row')} needed here hold NaN or "
+                            f"infinity ({self.named_rows(non_finite)}); no result is computed from non-finite "
+                            "features: check the model (a diverged training gives such features) or the file")
+        if zero:
+            raise UserError(f"{self.source}: {_count(len(zero), 'feature row')} needed here "
+                            f"{'is' if len(zero) == 1 else 'are'} all zero ({self.named_rows(zero)}); a zero "
+                            "feature has no direction, so no cosine score can be computed from it: check the model "
+                            "(one that outputs zeros is broken or untrained) or the file")
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """Features of ``rows`` (float16 stays float16, anything else becomes float32), all finite."""
+        """Features of ``rows`` (float16 and float64 keep their type, anything else becomes float32), each finite
+        and nonzero."""
         unique, inverse = np.unique(rows, return_inverse=True)
-        feats = self.array[unique] if self.array is not None else self.compute(unique)
-        feats = np.asarray(feats, dtype=np.float16 if feats.dtype == np.float16 else np.float32)
-        self.check_finite(feats, unique)
+        feats = np.asarray(self.array[unique] if self.array is not None else self.compute(unique))
+        if feats.dtype not in (np.float16, np.float64):
+            feats = feats.astype(np.float32)
+        self.check_usable(feats, unique)
         return feats[inverse.reshape(-1)]
 
 
-def _read_keys(path: Path, n: int, features: str) -> tuple[str, ...]:
-    if not path.is_file():
-        raise UserError(f"--keys {path}: no such file (one key per line, one line per feature row)")
-    keys = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+def _read_keys(path: Path, n: int, features: str, option: str) -> tuple[str, ...]:
+    text = _text_file(path, option, "one key per line, one line per feature row")
+    keys = tuple(line.strip() for line in text.splitlines() if line.strip())
     if len(keys) != n:
-        raise UserError(f"--keys {path} has {_count(len(keys), 'key')}, {features} has {_count(n, 'row')}; "
+        raise UserError(f"{option} {path} has {_count(len(keys), 'key')}, {features} has {_count(n, 'row')}; "
                         "give one key per feature row, in row order")
     return keys
 
 
 def load_feature_file(path: str | Path, keys_path: str | Path | None = None, option: str = "--features",
-                      keys_required: bool = True) -> FeatureTable:
+                      keys_required: bool = True, keys_option: str = "--keys") -> FeatureTable:
     """A features file: ``.npz`` with ``features`` (N, D) and ``keys`` (N,), or ``.npy`` (memory-mapped) with
     a keys text file; without ``keys_required``, rows without keys are keyed by their row number."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a folder; give the features file itself (.npz or .npy)")
     if not path.is_file():
         raise UserError(f"{option} {path}: no such file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{option} {path} is empty (0 bytes); write the features again (np.save / np.savez)")
     keys: tuple[str, ...] | None = None
     if path.suffix == ".npz":
         try:
             archive = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise UserError(f"{option} {path}: not a readable .npz ({exc})") from None
+        except (ValueError, OSError, EOFError) as exc:
+            raise UserError(f"{option} {path}: not a readable .npz ({exc}); save it with np.savez(path, "
+                            "features=..., keys=...)") from None
         if "features" not in archive:
             raise UserError(f"{option} {path} has no array 'features' (it has {sorted(archive.files)}); save it "
                             "with np.savez(path, features=..., keys=...)")
@@ -138,38 +182,63 @@ def load_feature_file(path: str | Path, keys_path: str | Path | None = None, opt
     elif path.suffix == ".npy":
         try:
             features = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise UserError(f"{option} {path}: not a readable .npy ({exc})") from None
+        except (ValueError, OSError, EOFError) as exc:
+            raise UserError(f"{option} {path}: not a readable .npy ({exc}); save it with np.save") from None
     else:
         raise UserError(f"{option} {path}: expected a .npz (features + keys) or a .npy with --keys")
     if features.ndim != 2 or not np.issubdtype(features.dtype, np.number):
         raise UserError(f"{option} {path}: features must be a numeric (N, D) array, got {features.dtype} "
                         f"{features.shape}")
+    if len(features) == 0 or features.shape[1] == 0:
+        raise UserError(f"{option} {path} holds no features (shape {features.shape}); give at least one row of "
+                        "at least one number")
     if keys is None and keys_path is None and not keys_required:
         keys = tuple(str(i) for i in range(len(features)))
     if keys is None:
         if keys_path is None:
             raise UserError(f"{option} {path} holds no keys: add an array 'keys' to the .npz or pass a keys "
                             "text file (one key per feature row)")
-        keys = _read_keys(Path(keys_path), len(features), f"{option} {path}")
+        keys = _read_keys(Path(keys_path), len(features), f"{option} {path}", keys_option)
     if len(keys) != len(features):
         raise UserError(f"{option} {path}: {_count(len(keys), 'key')} for {_count(len(features), 'feature row')}")
-    return FeatureTable(keys, str(path), array=features)
+    return FeatureTable(keys, f"{option} {path}", array=features)
+
+
+def check_device(device: str | None) -> str | None:
+    """``--device`` as given when this machine has it; a :class:`UserError` naming it and the fix otherwise."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device}: not a device; give cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu "
+                            "(the default)")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: this machine has {_count(torch.cuda.device_count(), 'GPU')} "
+                            f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    elif parsed.type != "cpu":
+        raise UserError(f"--device {device}: expected cpu, cuda or cuda:N")
+    return device
 
 
 def load_model(path: Path, device: str) -> "torch.nn.Module":
     """A model saved with ``torch.export.save`` (``.pt2``, batch dimension dynamic) or ``torch.jit.save``."""
     import torch
 
-    from ._export import ExportedModel
+    from ._export import ExportedModel, read_exported
 
+    if path.suffix == ".pt2":
+        return ExportedModel(read_exported(path, "--model").to(device))
     try:
-        if path.suffix == ".pt2":
-            return ExportedModel(torch.export.load(str(path)).module().to(device))
         return torch.jit.load(str(path), map_location=device)
     except (RuntimeError, ValueError) as exc:
         raise UserError(
-            f"--model {path}: not a {'torch.export' if path.suffix == '.pt2' else 'TorchScript'} model "
+            f"--model {path}: not a TorchScript model "
             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); save yours with torch.export.save("
             "torch.export.export(model, (x,), dynamic_shapes=...), 'model.pt2')") from None
 
@@ -177,23 +246,40 @@ def load_model(path: Path, device: str) -> "torch.nn.Module":
 def load_model_features(images: str | Path, model: str | Path, flip: str, batch_size: int,
                         device: str | None) -> FeatureTable:
     """Features of a packed dataset's images from a saved model, computed only for the rows asked for."""
-    import torch
-
     from .data.packed import PackedDataset
     from .evaluation import extract_features
+    from .evaluation.checks import BadFeaturesError
 
     try:
         dataset = PackedDataset(images)
     except (PackedFormatError, FileNotFoundError) as exc:
         raise UserError(f"--images {images}: {exc}") from None
+    if Path(model).is_dir():
+        raise UserError(f"--model {model} is a folder; give the model file (a torch.export .pt2 or TorchScript)")
     if not Path(model).is_file():
         raise UserError(f"--model {model}: no such file (a torch.export .pt2 or a TorchScript model)")
-    net = load_model(Path(model), device or "cpu")
+    net = load_model(Path(model), check_device(device) or "cpu")
+    keys = tuple(dataset.keys)
+    height, width, channels = dataset.manifest.image_shape
+    crops = f"{channels}-channel {height}x{width} crops"
 
     def take(rows: np.ndarray) -> np.ndarray:
-        return extract_features(net, dataset.images, rows, flip=flip, batch_size=batch_size, device=device)
+        try:
+            return extract_features(net, dataset.images, rows, flip=flip, batch_size=batch_size, device=device,
+                                    progress=False)
+        except BadFeaturesError as exc:
+            what = "hold NaN or infinity" if "NaN" in str(exc) else "are all zero"
+            raise UserError(
+                f"--model {model}: its features of {_count(len(exc.rows), 'image')} of --images {images} {what} "
+                f"({_shown([keys[r] for r in exc.rows])}, in the first batch that has any); no cosine score can be "
+                "computed from them: check the model (an untrained or diverged one gives such features)") from None
+        except (RuntimeError, ValueError, AssertionError) as exc:  # an exported model's shape guard asserts
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(
+                f"--model {model} cannot compute features of --images {images} ({crops}): {first}; give a model "
+                "made for these crops (channels and size), or pack the images as the model expects") from None
 
-    return FeatureTable(tuple(dataset.keys), f"--images {images}", compute=take)
+    return FeatureTable(keys, f"--images {images}", compute=take)
 
 
 def _protocol(reader: Callable[[str], PairList], path: str, option: str) -> PairList:
@@ -235,8 +321,34 @@ def _fold_result(acc: FoldAccuracy, scores: np.ndarray, pairs: PairList) -> dict
     }
 
 
-def evaluate_lfw(table: FeatureTable, pairs_path: str) -> dict[str, Any]:
-    """LFW accuracy over the folds of ``pairs.txt`` (View 2: 10 x 600 pairs), as in evaluation.m."""
+_SKIP_HINT = "or pass --missing skip to score the protocol without the pairs that need them"
+
+
+def _without_pairs(pairs: PairList, drop: np.ndarray) -> PairList:
+    """``pairs`` less those flagged in ``drop``; a :class:`UserError` when too few are left to score."""
+    keep = ~drop
+    kept = PairList(tuple(k for k, ok in zip(pairs.keys_a, keep) if ok),
+                    tuple(k for k, ok in zip(pairs.keys_b, keep) if ok),
+                    pairs.is_same[keep], pairs.folds[keep], pairs.lines[keep], pairs.source)
+    if len(np.unique(kept.folds)) < 2 or kept.is_same.all() or not kept.is_same.any():
+        raise UserError(f"--missing skip leaves {_count(len(kept), 'pair')} of {pairs.source}'s {len(pairs):,}: too "
+                        "few to score (at least two folds and both same and different pairs are needed); give "
+                        "features for more of the protocol's images")
+    return kept
+
+
+def _skipped(pairs: PairList, missing: list[str], what: str) -> tuple[PairList, dict[str, Any]]:
+    """``pairs`` without those naming a ``missing`` key, and the JSON record of what was skipped."""
+    if not missing:
+        return pairs, {"skipped_pairs": 0, f"missing_{what}s": []}
+    absent = set(missing)
+    drop = np.fromiter((a in absent or b in absent for a, b in zip(pairs.keys_a, pairs.keys_b)), bool, len(pairs))
+    return _without_pairs(pairs, drop), {"skipped_pairs": int(drop.sum()), f"missing_{what}s": missing}
+
+
+def evaluate_lfw(table: FeatureTable, pairs_path: str, missing: str = "error") -> dict[str, Any]:
+    """LFW accuracy over the folds of ``pairs.txt`` (View 2: 10 x 600 pairs), as in evaluation.m; with ``missing``
+    ``"skip"``, the pairs whose images the table lacks are left out (and counted in the result)."""
     from .evaluation import cosine_scores, k_fold_accuracy
 
     pairs = _protocol(read_lfw_pairs, pairs_path, f"--pairs {pairs_path}")
@@ -244,29 +356,38 @@ def evaluate_lfw(table: FeatureTable, pairs_path: str) -> dict[str, Any]:
         raise UserError(f"--pairs {pairs_path} has one fold (View 1, for model selection); evaluate on View 2's "
                         "pairs.txt (10 folds)")
     table.add_lfw_aliases()
-    rows = table.rows(pairs.keys_a + pairs.keys_b, str(pairs_path), "keys 'Name/NNNN', numbered as in pairs.txt")
+    skipped: dict[str, Any] = {}
+    if missing == "skip":
+        pairs, skipped = _skipped(pairs, table.missing(pairs.keys_a + pairs.keys_b), "image")
+    rows = table.rows(pairs.keys_a + pairs.keys_b, str(pairs_path), "keys 'Name/NNNN', numbered as in pairs.txt",
+                      f", {_SKIP_HINT}")
     feats = table.take(rows)
     a, b = feats[: len(pairs)], feats[len(pairs):]
     acc = k_fold_accuracy(a, b, pairs.is_same, pairs.folds)
-    return {"protocol": "lfw", "pairs_file": str(pairs_path), **_fold_result(acc, cosine_scores(a, b), pairs)}
+    return {"protocol": "lfw", "pairs_file": str(pairs_path), **_fold_result(acc, cosine_scores(a, b), pairs),
+            **skipped}
 
 
-def evaluate_ytf(table: FeatureTable, splits_path: str) -> dict[str, Any]:
-    """YouTube Faces accuracy over the splits (10 x 500 video pairs); a video's feature is its frames' mean."""
+def evaluate_ytf(table: FeatureTable, splits_path: str, missing: str = "error") -> dict[str, Any]:
+    """YouTube Faces accuracy over the splits (10 x 500 video pairs); a video's feature is its frames' mean; with
+    ``missing`` ``"skip"``, the pairs of videos without features are left out (and counted in the result)."""
     from .evaluation import cosine_scores, ytf_10fold
 
     pairs = _protocol(read_ytf_splits, splits_path, f"--splits {splits_path}")
-    videos = list(dict.fromkeys(pairs.keys_a + pairs.keys_b))
     frames: dict[str, list[int]] = {}
     for row, key in enumerate(table.keys):
         frames.setdefault(key.rpartition("/")[0], []).append(row)
-    direct = [v for v in videos if v in table.index]
-    missing = [v for v in videos if v not in table.index and v not in frames]
-    if missing:
-        shown = ", ".join(repr(k) for k in missing[:_SHOW]) + (", ..." if len(missing) > _SHOW else "")
+    absent = [v for v in dict.fromkeys(pairs.keys_a + pairs.keys_b) if v not in table.index and v not in frames]
+    skipped: dict[str, Any] = {}
+    if missing == "skip":
+        pairs, skipped = _skipped(pairs, absent, "video")
+    elif absent:
         raise UserError(
-            f"{table.source} has no features for {len(missing):,} of the {len(videos):,} videos that {splits_path} "
-            f"names ({shown}); give keys 'Person/number/<frame>' for frames or 'Person/number' for a video")
+            f"{table.source} has no features for {len(absent):,} of the "
+            f"{len(dict.fromkeys(pairs.keys_a + pairs.keys_b)):,} videos that {splits_path} names ({_shown(absent)}); "
+            f"give keys 'Person/number/<frame>' for frames or 'Person/number' for a video, {_SKIP_HINT}")
+    videos = list(dict.fromkeys(pairs.keys_a + pairs.keys_b))
+    direct = [v for v in videos if v in table.index]
     video_feature: dict[str, np.ndarray] = {}
     if direct:
         for v, f in zip(direct, table.take(table.rows(direct, splits_path, ""))):
@@ -284,7 +405,7 @@ def evaluate_ytf(table: FeatureTable, splits_path: str) -> dict[str, Any]:
     b = np.stack([video_feature[k] for k in pairs.keys_b])
     acc = ytf_10fold(a, b, pairs.is_same, pairs.folds)
     return {"protocol": "ytf", "splits_file": str(splits_path), "videos": len(videos),
-            "videos_from_frames": len(by_frames), **_fold_result(acc, cosine_scores(a, b), pairs)}
+            "videos_from_frames": len(by_frames), **_fold_result(acc, cosine_scores(a, b), pairs), **skipped}
 
 
 def _select(table: FeatureTable, list_path: str | None, option: str) -> np.ndarray:
@@ -292,9 +413,8 @@ def _select(table: FeatureTable, list_path: str | None, option: str) -> np.ndarr
     if list_path is None:
         return np.arange(len(table.keys))
     path = Path(list_path)
-    if not path.is_file():
-        raise UserError(f"{option} {path}: no such file (one image key per line)")
-    wanted = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = _text_file(path, option, "one image key per line")
+    wanted = [line.strip() for line in text.splitlines() if line.strip()]
     if not wanted:
         raise UserError(f"{option} {path} names no image")
     return table.rows(wanted, f"{option} {path}", "keyed as in the list")
@@ -305,7 +425,12 @@ def evaluate_megaface(probes: FeatureTable, distractors: FeatureTable, probe_lis
                       max_rank: int, seed: int) -> dict[str, Any]:
     """MegaFace Challenge 1 identification (rank-1, CMC) and verification (TAR at FAR) per distractor count."""
     from .evaluation import MEGAFACE_DISTRACTORS, megaface_evaluate
+    from .evaluation.far import MIN_FALSE_ACCEPTS, usable_far
 
+    probe_dim, distractor_dim = probes.array.shape[1], distractors.array.shape[1]  # MegaFace reads feature files
+    if probe_dim != distractor_dim:
+        raise UserError(f"{distractors.source} holds {distractor_dim}-d features, {probes.source} {probe_dim}-d ones; "
+                        "give probes and distractors from one model (features of one length)")
     probe_rows = _select(probes, probe_list, "--probe-list")
     identities = [probes.keys[r].rpartition("/")[0] for r in probe_rows]
     if any(not i for i in identities):
@@ -316,7 +441,7 @@ def evaluate_megaface(probes: FeatureTable, distractors: FeatureTable, probe_lis
     probe_feats = probes.take(probe_rows)
     if distractor_list is None and distractors.array is not None:  # the whole file, read chunk by chunk
         dist_feats = distractors.array
-        distractors.check_finite(dist_feats, np.arange(len(dist_feats)))
+        distractors.check_usable(dist_feats, np.arange(len(dist_feats)))
     else:
         dist_feats = distractors.take(_select(distractors, distractor_list, "--distractor-list"))
     m = len(dist_feats)
@@ -331,11 +456,12 @@ def evaluate_megaface(probes: FeatureTable, distractors: FeatureTable, probe_lis
                                 progress=False)
     return {
         "protocol": "megaface", "probes": len(probe_rows), "probe_identities": len(names), "distractors": m,
-        "seed": seed,
+        "seed": seed, "min_false_accepts": MIN_FALSE_ACCEPTS,
         "results": [
             {"distractors": r.distractors, "rank1": r.rank1, "cmc": [float(c) for c in r.cmc],
              "tar_at_far": {repr(f): t for f, t in r.tar_at_far.items()},
              "threshold_at_far": {repr(f): t for f, t in r.threshold_at_far.items()},
+             "usable_fars": [repr(f) for f in usable_far(r.num_impostors, fars)],
              "probe_pairs": r.num_probe_pairs, "genuine_pairs": r.num_genuine, "impostor_pairs": r.num_impostors}
             for r in (results[d] for d in sorted(results))],
     }
@@ -347,16 +473,26 @@ def format_table(result: dict[str, Any]) -> str:
         name = "LFW" if result["protocol"] == "lfw" else "YouTube Faces"
         roc = result["roc"]
         tars = "  ".join(f"TAR@FAR={f} {100 * t:.2f}%" for f, t in roc["tar_at_far"].items())
-        return (f"{name}: {result['pairs']:,} pairs, {result['folds']} folds\n"
+        what = "image" if result["protocol"] == "lfw" else "video"
+        missing = result.get(f"missing_{what}s", [])
+        skipped = (f" ({_count(result['skipped_pairs'], 'pair')} skipped: {_count(len(missing), what)} without "
+                   f"features, {_shown(missing)})" if missing else "")
+        return (f"{name}: {result['pairs']:,} pairs, {result['folds']} folds{skipped}\n"
                 f"  accuracy  {100 * result['accuracy']:.2f}% +- {100 * result['std']:.2f}%\n"
                 f"  AUC {roc['auc']:.4f}  EER {100 * roc['eer']:.2f}%  {tars}")
     fars = list(result["results"][0]["tar_at_far"])
     lines = [f"MegaFace: {result['probes']:,} probes of {result['probe_identities']:,} identities, "
              f"{result['distractors']:,} distractors",
              f"  {'distractors':>11}  {'rank-1':>7}" + "".join(f"  {'TAR@FAR=' + f:>14}" for f in fars)]
+    few = False
     for r in result["results"]:
+        marks = {f: " " if f in r["usable_fars"] else "*" for f in fars}
+        few = few or "*" in marks.values()
         lines.append(f"  {r['distractors']:>11,}  {100 * r['rank1']:>6.2f}%"
-                     + "".join(f"  {100 * r['tar_at_far'][f]:>13.2f}%" for f in fars))
+                     + "".join(f"  {100 * r['tar_at_far'][f]:>12.2f}%{marks[f]}" for f in fars))
+    if few:
+        lines.append(f"  * too few impostor scores: impostor pairs x FAR < {result['min_false_accepts']} expected "
+                     "false accepts, so this TAR rests on a handful of scores (use more distractors or a higher FAR)")
     return "\n".join(lines)
 
 
@@ -407,8 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --model: [f(x), f(flip x)] (the paper's, default), their sum, or f(x)")
         p.add_argument("--batch-size", type=int, default=256, help="with --model (default 256)")
         p.add_argument("--device", help="with --model: cpu, cuda, cuda:1 ... (default cpu)")
-        p.add_argument("--out", metavar="FILE", default=f"{name}_result.json",
-                       help=f"the JSON result (default {name}_result.json)")
+        p.add_argument("--missing", choices=("error", "skip"), default="error",
+                       help="images (LFW) or videos (YTF) without features: an error (default), or skip the pairs "
+                            "that need them and report how many")
+        p.add_argument("--out", metavar="FILE",
+                       help=f"the JSON result (default: <features>_{name}_result.json beside --features, or "
+                            f"<model>_{name}_result.json beside --images)")
     p = sub.add_parser("megaface", help="MegaFace Challenge 1 identification and verification (paper Table 5)",
                        description="MegaFace Challenge 1: rank-1 / CMC and TAR at FAR under D distractors")
     _features_args(p, "--probes", "--probe-keys", "the probe set (FaceScrub), keys 'Identity/<image>'")
@@ -421,8 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fars", type=_fars, default=[1e-6], metavar="F,F,...", help="false accept rates (default 1e-6)")
     p.add_argument("--max-rank", type=int, default=10, help="CMC up to this rank (default 10)")
     p.add_argument("--seed", type=int, default=0, help="the permutation that draws the nested distractor sets")
-    p.add_argument("--out", metavar="FILE", default="megaface_result.json",
-                   help="the JSON result (default megaface_result.json)")
+    p.add_argument("--out", metavar="FILE", help="the JSON result (default: <probes>_megaface_result.json beside "
+                                                 "--probes)")
     return parser
 
 
@@ -440,26 +580,48 @@ def _table(args: argparse.Namespace) -> FeatureTable:
     return load_feature_file(args.features, args.keys)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Evaluate, write the JSON result, print the table; exit status 2 for a user's mistake."""
-    args = build_parser().parse_args(argv)
-    if args.protocol == "lfw":
-        result = evaluate_lfw(_table(args), args.pairs)
-    elif args.protocol == "ytf":
-        result = evaluate_ytf(_table(args), args.splits)
+def _out_path(args: argparse.Namespace) -> Path:
+    """Where the JSON result goes: ``--out``, or beside the input, named after it; a :class:`UserError` when that
+    is a folder or its folder does not exist (checked before any work)."""
+    if args.out is not None:
+        out = Path(args.out)
+    elif args.protocol == "megaface":
+        out = Path(args.probes).with_name(f"{Path(args.probes).stem}_megaface_result.json")
+    elif args.features is not None:
+        out = Path(args.features).with_name(f"{Path(args.features).stem}_{args.protocol}_result.json")
     else:
+        images = Path(args.images).resolve()
+        out = images.parent / f"{Path(args.model).stem}_{args.protocol}_result.json"
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name such as {out / f'{args.protocol}_result.json'}")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: the folder {out.parent} does not exist; create it or write elsewhere")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Evaluate, write the JSON result, print the table and where it went; exit status 2 for a user's mistake."""
+    args = build_parser().parse_args(argv)
+    if args.protocol == "megaface":
         if args.probes is None or args.distractors is None:
             raise UserError("megaface: give --probes FILE and --distractors FILE (features keyed by image)")
         if args.max_rank < 1:
             raise UserError(f"--max-rank must be >= 1, got {args.max_rank}")
+        out = _out_path(args)
         result = evaluate_megaface(
-            load_feature_file(args.probes, args.probe_keys, "--probes"),
-            load_feature_file(args.distractors, args.distractor_keys, "--distractors", keys_required=False),
+            load_feature_file(args.probes, args.probe_keys, "--probes", keys_option="--probe-keys"),
+            load_feature_file(args.distractors, args.distractor_keys, "--distractors", keys_required=False,
+                              keys_option="--distractor-keys"),
             args.probe_list, args.distractor_list, args.distractor_counts, args.fars, args.max_rank, args.seed)
+    else:
+        table = _table(args)
+        out = _out_path(args)
+        evaluate = evaluate_lfw if args.protocol == "lfw" else evaluate_ytf
+        result = evaluate(table, args.pairs if args.protocol == "lfw" else args.splits, args.missing)
     _finite(result, args.protocol)
-    atomic_write_text(args.out, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out, json.dumps(result, indent=2, allow_nan=False) + "\n")
     print(format_table(result))
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0
 
 

@@ -237,3 +237,210 @@ def test_the_cache_sets_an_unreadable_entry_aside_and_retrains_it(world, tmp_pat
     assert f"{entry} cannot be read" in caplog.text and "corrupt-1" in caplog.text
     for a, b in zip(first.backbone.state_dict().values(), again.backbone.state_dict().values()):
         assert torch.equal(a, b)
+
+
+# --- the evaluate command line: degenerate features and mistaken inputs ----------------------------------------
+
+PEOPLE = [f"P{i}" for i in range(8)]
+PAIRS_TXT = ("2\t2\n"  # 2 folds of 2 matched + 2 mismatched pairs
+             "P0\t1\t2\nP1\t1\t2\nP2\t1\tP3\t1\nP4\t1\tP5\t1\n"
+             "P2\t1\t2\nP3\t1\t2\nP0\t1\tP6\t1\nP1\t1\tP7\t1\n")
+LFW_KEYS = [f"{p}/{n:04d}" for p in PEOPLE for n in (1, 2)]
+
+
+def _lfw_world(root: Path, feats: np.ndarray | None = None) -> list[str]:
+    """pairs.txt and f.npz (random 32-d features of every key) in ``root``; the argv of a plain LFW run."""
+    (root / "pairs.txt").write_text(PAIRS_TXT)
+    if feats is None:
+        feats = np.random.default_rng(0).standard_normal((len(LFW_KEYS), 32)).astype(np.float32)
+    np.savez(root / "f.npz", features=feats, keys=np.array(LFW_KEYS))
+    return ["lfw", "--features", str(root / "f.npz"), "--pairs", str(root / "pairs.txt"), "--out",
+            str(root / "r.json")]
+
+
+def _megaface_world(root: Path, probes: np.ndarray | None = None, distractors: np.ndarray | None = None) -> list[str]:
+    """p.npz (4 identities x 3 images, 32-d) and d.npy (40 distractors) in ``root``; the argv of a plain run."""
+    rng = np.random.default_rng(1)
+    keys = [f"id{i}/{j}.jpg" for i in range(4) for j in range(3)]
+    probes = rng.standard_normal((12, 32)).astype(np.float32) if probes is None else probes
+    distractors = rng.standard_normal((40, 32)).astype(np.float32) if distractors is None else distractors
+    np.savez(root / "p.npz", features=probes, keys=np.array(keys))
+    np.save(root / "d.npy", distractors)
+    return ["megaface", "--probes", str(root / "p.npz"), "--distractors", str(root / "d.npy"), "--out",
+            str(root / "m.json")]
+
+
+def _zeroed(rows: list[int], n: int = len(LFW_KEYS)) -> np.ndarray:
+    feats = np.random.default_rng(0).standard_normal((n, 32)).astype(np.float32)
+    feats[rows] = 0
+    return feats
+
+
+class _Constant(torch.nn.Module):
+    """A 'model' whose features are constant (zero: a broken or untrained model) or read one pixel."""
+
+    def __init__(self, zero: bool) -> None:
+        super().__init__()
+        self.zero = zero
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.conv(x)[:, :, 0, 0] + 1.0
+        return f * 0.0 if self.zero else f
+
+
+def _export(path: Path, zero: bool) -> Path:
+    x = torch.zeros(2, 3, 4, 4)
+    torch.export.save(torch.export.export(_Constant(zero), (x,), dynamic_shapes=({0: torch.export.Dim("b")},)), path)
+    return path
+
+
+def _pack(root: Path, channels: int) -> Path:
+    from sphereface_lib.data import PackedWriter
+
+    images = np.random.default_rng(2).integers(0, 255, (len(LFW_KEYS), 4, 4, channels), dtype=np.uint8)
+    with PackedWriter(root / "pack", height=4, width=4, channels=channels, source="test") as writer:
+        writer.add(images, [PEOPLE.index(k.split("/")[0]) for k in LFW_KEYS], LFW_KEYS)
+    return root / "pack"
+
+
+def _model_run(root: Path, channels: int, zero: bool) -> list[str]:
+    (root / "pairs.txt").write_text(PAIRS_TXT)
+    return ["lfw", "--images", str(_pack(root, channels)), "--model", str(_export(root / "m.pt2", zero)),
+            "--pairs", str(root / "pairs.txt"), "--out", str(root / "r.json")]
+
+
+def _replace(argv: list[str], option: str, value: str) -> list[str]:
+    out = list(argv)
+    out[out.index(option) + 1] = value
+    return out
+
+
+def _zero_byte_npy(root: Path) -> list[str]:
+    argv = _lfw_world(root)
+    (root / "f.npy").write_bytes(b"")
+    (root / "k.txt").write_text("\n".join(LFW_KEYS))
+    return _replace(argv, "--features", str(root / "f.npy")) + ["--keys", str(root / "k.txt")]
+
+
+def _keys_not_utf8(root: Path) -> list[str]:
+    argv = _lfw_world(root)
+    np.save(root / "f.npy", np.ones((len(LFW_KEYS), 4), np.float32))
+    (root / "k.txt").write_bytes(("\n".join(LFW_KEYS[:3]) + "\nJos\xe9/0001\n").encode("latin-1"))
+    return _replace(argv, "--features", str(root / "f.npy")) + ["--keys", str(root / "k.txt")]
+
+
+def _random_pt2(root: Path) -> list[str]:
+    argv = _model_run(root, 3, zero=False)
+    (root / "m.pt2").write_bytes(np.random.default_rng(0).bytes(4096))
+    return argv
+
+
+def _out_is_a_folder(root: Path) -> list[str]:
+    (root / "results").mkdir()
+    return _replace(_lfw_world(root), "--out", str(root / "results"))
+
+
+def _mismatched_one_person(root: Path) -> list[str]:
+    argv = _lfw_world(root)
+    (root / "pairs.txt").write_text(PAIRS_TXT.replace("P4\t1\tP5\t1", "P4\t1\tP4\t2"))
+    return argv
+
+
+def _pairs_naming_an_absent_image(root: Path) -> list[str]:
+    argv = _lfw_world(root)
+    (root / "pairs.txt").write_text(PAIRS_TXT.replace("P7\t1", "P9\t1"))
+    return argv
+
+
+def _zero_byte_distractors(root: Path) -> list[str]:
+    (root / "empty.npy").write_bytes(b"")
+    return _replace(_megaface_world(root), "--distractors", str(root / "empty.npy"))
+
+
+EVALUATE_CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
+    ("lfw_all_zero_features", lambda r: _lfw_world(r, np.zeros((len(LFW_KEYS), 32), np.float32)),
+     ["--features", "f.npz: 12 feature rows needed here are all zero", "'P0/0001'", "check the model"]),
+    ("lfw_one_zero_row", lambda r: _lfw_world(r, _zeroed([5])),
+     ["f.npz: 1 feature row needed here is all zero ('P2/0002')"]),
+    ("lfw_model_outputs_zeros", lambda r: _model_run(r, 3, zero=True),
+     ["--model", "m.pt2: its features of 12 images of --images", "are all zero", "'P0/0001'"]),
+    ("lfw_one_channel_pack_three_channel_model", lambda r: _model_run(r, 1, zero=False),
+     ["--model", "cannot compute features of --images", "1-channel 4x4 crops", "give a model made for these crops"]),
+    ("lfw_random_bytes_pt2", _random_pt2, ["--model", "m.pt2: not a torch.export .pt2 file", "torch.export.save"]),
+    ("lfw_zero_byte_npy", _zero_byte_npy, ["--features", "f.npy is empty (0 bytes)"]),
+    ("lfw_keys_not_utf8", _keys_not_utf8, ["--keys", "k.txt, line 4: not UTF-8 text (byte 0xe9)", "save it as UTF-8"]),
+    ("lfw_out_is_a_folder", _out_is_a_folder, ["--out", "results is a folder", "give a file name"]),
+    ("lfw_out_folder_missing", lambda r: _replace(_lfw_world(r), "--out", str(r / "nowhere" / "r.json")),
+     ["--out", "the folder", "nowhere does not exist"]),
+    ("lfw_pairs_is_a_folder", lambda r: _replace(_lfw_world(r), "--pairs", str(r)),
+     ["--pairs", "is a folder, not a protocol file"]),
+    ("lfw_mismatched_pair_one_person", _mismatched_one_person,
+     ["pairs.txt, line 5: a mismatched pair names one person twice ('P4')"]),
+    ("lfw_missing_images_name_the_option", _pairs_naming_an_absent_image,
+     ["--features", "lacks 1 of the 12 keys", "'P9/0001'", "--missing skip"]),
+    ("megaface_all_zero_distractors", lambda r: _megaface_world(r, distractors=np.zeros((40, 32), np.float32)),
+     ["--distractors", "d.npy: 40 feature rows needed here are all zero", "'0', '1'"]),
+    ("megaface_one_zero_distractor", lambda r: _megaface_world(r, distractors=_zeroed([17], 40)),
+     ["d.npy: 1 feature row needed here is all zero ('17')"]),
+    ("megaface_one_zero_probe", lambda r: _megaface_world(r, probes=_zeroed([4], 12)),
+     ["p.npz: 1 feature row needed here is all zero ('id1/1.jpg')"]),
+    ("megaface_16d_distractors_32d_probes",
+     lambda r: _megaface_world(r, distractors=np.ones((40, 16), np.float32)),
+     ["d.npy holds 16-d features", "p.npz 32-d ones", "from one model"]),
+    ("megaface_zero_distractors", lambda r: _megaface_world(r, distractors=np.zeros((0, 32), np.float32)),
+     ["--distractors", "d.npy holds no features (shape (0, 32))"]),
+    ("megaface_zero_byte_distractors", _zero_byte_distractors, ["--distractors", "empty.npy is empty (0 bytes)"]),
+]
+if not torch.cuda.is_available():
+    EVALUATE_CASES.append(("lfw_device_cuda_without_cuda",
+                           lambda r: _model_run(r, 3, zero=False) + ["--device", "cuda"],
+                           ["--device cuda: CUDA is not available on this machine", "--device cpu"]))
+
+
+@pytest.mark.parametrize("case", EVALUATE_CASES, ids=[c[0] for c in EVALUATE_CASES])
+def test_an_evaluate_mistake_is_one_error_line_and_exit_2(case, tmp_path: Path, capsys) -> None:
+    from sphereface_lib.evaluate import main as evaluate_main
+
+    name, prep, words = case
+    argv = prep(tmp_path)
+    capsys.readouterr()
+    assert run_command(evaluate_main, argv) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err + out, err
+    for word in words:
+        assert word in err, f"{word!r} not in {err!r}"
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize("prep,words", [
+    (_random_pt2, ["--model", "not a torch.export .pt2 file"]),
+    (_mismatched_one_person, ["pairs.txt, line 5", "names one person twice"]),
+], ids=["random_pt2", "mismatched_one_person"])
+def test_the_real_evaluate_command_prints_one_line_and_no_traceback(tmp_path: Path, prep, words) -> None:
+    done = subprocess.run([sys.executable, "-m", "sphereface_lib.evaluate", *prep(tmp_path)], cwd=PROJECT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and all(w in lines[0] for w in words), done.stderr
+
+
+def test_a_megaface_list_whose_id_is_not_a_list_is_one_error_line(tmp_path: Path) -> None:
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "list.json").write_text(json.dumps({"path": ["a/1.jpg"], "id": 5}))
+    done = subprocess.run([sys.executable, "-m", "data_prep.megaface", "--set", "probe", "--root",
+                           str(tmp_path / "faces"), "--list", str(tmp_path / "list.json"), "--out",
+                           str(tmp_path / "out")], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --list ") and '"id" must be a list' in lines[0], done.stderr
+
+
+def test_a_zip_that_is_not_an_exported_program_is_one_error_line(tmp_path: Path, capsys) -> None:
+    from sphereface_lib.evaluate import main as evaluate_main
+
+    argv = _model_run(tmp_path, 3, zero=False)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "m.pt2")  # a zip archive, but not torch.export's
+    assert run_command(evaluate_main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "m.pt2: a zip archive that torch.export cannot read" in err, err

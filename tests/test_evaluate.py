@@ -230,7 +230,7 @@ def test_user_mistakes_are_one_error_line(tmp_path, monkeypatch, capsys, argv, m
     np.save("f.npy", np.zeros((2, 3), np.float32))
     np.savez("f.npz", features=np.zeros((2, 3), np.float32), keys=np.array(["a/0001", "b/0001"]))
     Path("f.csv").write_text("1,2\n")
-    Path("dev.txt").write_text("1\na\t1\t1\na\t1\tb\t1\n")
+    Path("dev.txt").write_text("1\na\t1\t2\na\t1\tb\t1\n")
     rc, _, err = _run(argv, capsys)
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert message in err
@@ -241,3 +241,112 @@ def test_the_module_runs_as_a_command(tmp_path):
                            "--pairs", "p.txt"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: --features nope.npz: no such file"
+
+
+SMALL_PAIRS = ("2\t2\n"  # 2 folds of 2 matched + 2 mismatched pairs, built here
+               "P0\t1\t2\nP1\t1\t2\nP2\t1\tP3\t1\nP4\t1\tP5\t1\n"
+               "P2\t1\t2\nP3\t1\t2\nP0\t1\tP6\t1\nP1\t1\tP7\t1\n")
+SMALL_KEYS = [f"P{i}/{n:04d}" for i in range(8) for n in (1, 2)]
+
+
+def test_missing_skip_scores_without_the_pairs_of_an_absent_image(tmp_path, capsys):
+    """An image never aligned (absent from the features) stops the run naming --missing skip; with it, the pairs
+    that need the image are left out and counted in the table and the JSON."""
+    (tmp_path / "pairs.txt").write_text(SMALL_PAIRS)
+    kept = [k for k in SMALL_KEYS if k != "P3/0001"]  # named by 2 pairs: one matched, one mismatched
+    np.savez(tmp_path / "f.npz", features=_features(kept, perfect=True), keys=np.array(kept))
+    argv = ["lfw", "--features", str(tmp_path / "f.npz"), "--pairs", str(tmp_path / "pairs.txt"),
+            "--out", str(tmp_path / "r.json")]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 2 and "lacks 1 of the 12 keys" in err and "'P3/0001'" in err and "--missing skip" in err
+    rc, stdout, err = _run(argv + ["--missing", "skip"], capsys)
+    assert rc == 0, err
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert (result["pairs"], result["skipped_pairs"], result["missing_images"]) == (6, 2, ["P3/0001"])
+    assert result["accuracy"] == 1.0 and result["folds"] == 2
+    assert "LFW: 6 pairs, 2 folds (2 pairs skipped: 1 image without features, 'P3/0001')" in stdout
+    np.savez(tmp_path / "all.npz", features=_features(SMALL_KEYS, perfect=True), keys=np.array(SMALL_KEYS))
+    rc, stdout, err = _run(_with(argv, "--features", str(tmp_path / "all.npz")) + ["--missing", "skip"], capsys)
+    assert rc == 0 and json.loads((tmp_path / "r.json").read_text())["skipped_pairs"] == 0
+    assert "skipped" not in stdout
+
+
+def _with(argv: list[str], option: str, value: str) -> list[str]:
+    out = list(argv)
+    out[out.index(option) + 1] = value
+    return out
+
+
+def test_the_result_goes_beside_the_input_by_default_and_says_where(tmp_path, monkeypatch, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    (tmp_path / "data" / "pairs.txt").write_text(SMALL_PAIRS)
+    np.savez(tmp_path / "data" / "model_a.npz", features=_features(SMALL_KEYS, True), keys=np.array(SMALL_KEYS))
+    rc, stdout, err = _run(["lfw", "--features", str(tmp_path / "data" / "model_a.npz"), "--pairs",
+                            str(tmp_path / "data" / "pairs.txt")], capsys)
+    assert rc == 0, err
+    written = tmp_path / "data" / "model_a_lfw_result.json"
+    assert json.loads(written.read_text())["accuracy"] == 1.0
+    assert f"wrote {written}" in stdout and list((tmp_path / "cwd").iterdir()) == []
+
+
+def test_float64_features_beyond_float32_range_give_the_same_result(tmp_path, capsys):
+    """A cosine does not depend on the scale: features x 1e300 in float64 score as the unscaled ones (LFW and
+    MegaFace), not as 'NaN or infinity'."""
+    (tmp_path / "pairs.txt").write_text(SMALL_PAIRS)
+    feats = _features(SMALL_KEYS, perfect=False).astype(np.float64)
+    np.savez(tmp_path / "small.npz", features=feats, keys=np.array(SMALL_KEYS))
+    np.savez(tmp_path / "huge.npz", features=feats * 1e300, keys=np.array(SMALL_KEYS))
+    accs = []
+    for name in ("small", "huge"):
+        rc, _, err = _run(["lfw", "--features", str(tmp_path / f"{name}.npz"), "--pairs", str(tmp_path / "pairs.txt"),
+                           "--out", str(tmp_path / f"{name}.json")], capsys)
+        assert rc == 0, err
+        accs.append(json.loads((tmp_path / f"{name}.json").read_text())["fold_accuracies"])
+    assert accs[0] == accs[1]
+    probes, distractors = _megaface_files(tmp_path, good=True)
+    results = []
+    for scale in (1.0, 1e300):
+        np.savez(tmp_path / "p64.npz", features=np.load(probes)["features"].astype(np.float64) * scale,
+                 keys=np.load(probes)["keys"])
+        np.save(tmp_path / "d64.npy", np.load(distractors).astype(np.float64) * scale)
+        rc, _, err = _run(["megaface", "--probes", str(tmp_path / "p64.npz"), "--distractors",
+                           str(tmp_path / "d64.npy"), "--out", str(tmp_path / "m.json")], capsys)
+        assert rc == 0, err
+        results.append(json.loads((tmp_path / "m.json").read_text())["results"])
+    for small, huge in zip(*results):  # thresholds to float32 rounding: the huge rows are scaled before float32
+        assert small.pop("threshold_at_far") == pytest.approx(huge.pop("threshold_at_far"), abs=1e-6)
+        assert small == huge
+
+
+def test_megaface_marks_a_far_with_too_few_impostor_scores(tmp_path, capsys):
+    """60 probes x 100 distractors = 6,000 impostor scores: FAR 1e-2 leaves 60 expected false accepts (usable),
+    1e-3 only 6 (marked in the table, left out of usable_fars in the JSON)."""
+    probes, distractors = _megaface_files(tmp_path, good=True)
+    rc, stdout, err = _run(["megaface", "--probes", str(probes), "--distractors", str(distractors),
+                            "--distractor-counts", "100", "--fars", "1e-3,1e-2", "--out", str(tmp_path / "m.json")],
+                           capsys)
+    assert rc == 0, err
+    row = json.loads((tmp_path / "m.json").read_text())["results"][0]
+    assert row["impostor_pairs"] == 6000 and row["usable_fars"] == ["0.01"]
+    line = next(ln for ln in stdout.splitlines() if ln.strip().startswith("100 "))
+    assert line.count("%*") == 1 and line.rstrip().endswith("%")  # 1e-3 marked, 1e-2 not
+    assert "* too few impostor scores: impostor pairs x FAR < 50 expected false accepts" in stdout
+
+
+def test_ytf_missing_skip_leaves_out_the_pairs_of_a_video_without_frames(tmp_path, capsys):
+    splits = "split,video_a,video_b,same\n" + "".join(
+        f"{s},P{s}{i}/0,P{s}{i}/1,1\n{s},P{s}{i}/0,Q{s}{i}/0,0\n" for s in (1, 2) for i in range(2))
+    (tmp_path / "splits.csv").write_text(splits)
+    videos = sorted({v for line in splits.splitlines()[1:] for v in line.split(",")[1:3]} - {"Q20/0"})
+    np.savez(tmp_path / "f.npz", features=_features(videos, perfect=True), keys=np.array(videos))
+    argv = ["ytf", "--features", str(tmp_path / "f.npz"), "--splits", str(tmp_path / "splits.csv"),
+            "--out", str(tmp_path / "r.json")]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 2 and "no features for 1 of the 12 videos" in err and "'Q20/0'" in err and "--missing skip" in err
+    rc, stdout, err = _run(argv + ["--missing", "skip"], capsys)
+    assert rc == 0, err
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert (result["pairs"], result["skipped_pairs"], result["missing_videos"]) == (7, 1, ["Q20/0"])
+    assert "YouTube Faces: 7 pairs, 2 folds (1 pair skipped: 1 video without features, 'Q20/0')" in stdout

@@ -111,3 +111,23 @@ def test_model_left_trainable_in_its_memory_format() -> None:
     model.to(memory_format=torch.channels_last)
     extract_features(model, _images(), progress=False)
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_all_zero_features_name_the_images() -> None:
+    """A model that outputs zeros (broken or untrained) gives features without a direction: an error naming the
+    images, never features that later score as cosine 0."""
+    from sphereface_lib.evaluation.checks import ZeroFeaturesError
+
+    class ZeroOnDark(nn.Module):
+        """Zero for images whose first pixel is below 50, else that pixel."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            v = x[:, :1, 0, 0]
+            return torch.where(v < (50 - 127.5) / 128, 0.0, v)
+
+    images = _images(6)
+    images[:, 0, 0, 0] = [100, 10, 200, 30, 240, 60]
+    assert extract_features(ZeroOnDark(), images, [0, 2, 5], flip="none", progress=False).shape == (3, 1)
+    with pytest.raises(ZeroFeaturesError, match=r"the model's features: 2 of 3 feature rows are all zero "
+                                                r"\(images 3, 1\)"):
+        extract_features(ZeroOnDark(), images, [3, 1, 0], flip="none", batch_size=3, progress=False)

@@ -207,3 +207,40 @@ def test_a_row_with_more_candidates_than_its_row_holds() -> None:
     for f in fars:
         assert got.threshold_at_far[f] == pytest.approx(impostors[math.floor(f * impostors.size)], abs=1e-6), f
     assert got.threshold_at_far[1e-4] == 1.0  # the highest impostor score, clamped
+
+
+def test_a_duplicated_image_ties_its_mate_whatever_the_rounding() -> None:
+    """Every probe identity is one image twice, and the distractors hold that image too: each mate ties a
+    distractor, which counts against the mate (rank-1 0). Some of these unit vectors score 1 + 1 float32 step
+    against themselves: mates and distractors must be scored (and clamped) under one rule for the tie to hold."""
+    import torch
+
+    rng = np.random.default_rng(5)
+    faces = rng.normal(size=(150, 64)).astype(np.float32)
+    probes, labels = np.repeat(faces, 2, axis=0), np.repeat(np.arange(150), 2)
+    distractors = np.concatenate([faces, rng.normal(size=(50, 64)).astype(np.float32)])
+    unit = torch.from_numpy(faces.copy())
+    unit /= torch.linalg.vector_norm(unit, dim=1, keepdim=True)
+    assert int((torch.mm(unit, unit.T).diagonal() > 1).sum()) > 10  # the case that needs the one rule
+    res = megaface_evaluate(probes, labels, distractors, [200], max_rank=2, fars=(1e-3,), progress=False)[200]
+    assert res.rank1 == 0.0 and res.cmc[1] == 1.0
+    # 60 false accepts allowed among 300 impostor scores of 1 (a probe and its duplicate): threshold 1, which no
+    # genuine score (1, clamped) exceeds
+    assert res.threshold_at_far[1e-3] == 1.0 and res.tar_at_far[1e-3] == 0.0
+
+
+@pytest.mark.parametrize("where", ["probes", "distractors"])
+def test_all_zero_rows_are_refused_naming_the_rows(where: str) -> None:
+    from sphereface_lib.evaluation.checks import ZeroFeaturesError
+
+    rng = np.random.default_rng(2)
+    probes, labels = rng.normal(size=(6, 4)).astype(np.float32), np.repeat(np.arange(3), 2)
+    distractors = rng.normal(size=(50, 4)).astype(np.float16)
+    if where == "probes":
+        probes[[1, 4]] = 0
+        pattern = r"probe_features: 2 of 6 feature rows are all zero \(rows 1, 4\)"
+    else:
+        distractors[[3, 41]] = 0
+        pattern = r"distractor_features: 1 of 7 feature rows are all zero \(rows 3\)"
+    with pytest.raises(ZeroFeaturesError, match=pattern):
+        megaface_evaluate(probes, labels, distractors, [50], chunk_size=7, seed=0, progress=False)

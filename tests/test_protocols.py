@@ -184,3 +184,36 @@ def test_video_rows_and_missing_video(tmp_path: Path) -> None:
     assert rows["A/0"].tolist() == [0, 1] and rows["B/3"].tolist() == [2]
     with pytest.raises(KeyError, match=r"splits\.csv, line 1: video 'Z/9' has no frames"):
         video_rows(ds, PairList.from_pairs(["Z/9"], ["A/1"], [False], [0], "splits.csv"))
+
+
+@pytest.mark.parametrize(
+    "content, line, expected",
+    [
+        ("1\t1\nA\t1\t2\nB\t1\tB\t2\n", 3, "a mismatched pair names one person twice ('B'); a mismatched pair is two "
+                                           "different people"),
+        ("1\t1\nA\t3\t3\nA\t1\tB\t1\n", 2, "a matched pair names one image twice ('A/0003')"),
+    ],
+)
+def test_lfw_pairs_that_contradict_their_kind_name_file_and_line(tmp_path: Path, content: str, line: int,
+                                                                   expected: str) -> None:
+    path = tmp_path / "pairs.txt"
+    path.write_text(content)
+    with pytest.raises(ProtocolFormatError, match=rf"pairs\.txt, line {line}: {expected}".replace("(", r"\(")
+                       .replace(")", r"\)")):
+        read_lfw_pairs(path)
+
+
+@pytest.mark.parametrize("body, words", [("1,C/0,C/1,0\n", "flag is 0 but the videos show one person"),
+                                         ("1,C/0,D/1,1\n", "flag is 1 but the videos show two people")])
+def test_ytf_same_flag_that_contradicts_the_videos_is_named(tmp_path: Path, body: str, words: str) -> None:
+    path = tmp_path / "ytf.csv"
+    path.write_text("split,video_a,video_b,same\n1,B/0,B/1,1\n" + body)
+    with pytest.raises(ProtocolFormatError, match=rf"ytf\.csv, line 3: the same-person {words}"):
+        read_ytf_splits(path)
+
+
+def test_a_folder_given_as_protocol_file_is_named_as_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(ProtocolFormatError, match=r"is a folder, not a protocol file"):
+        read_lfw_pairs(tmp_path)
+    with pytest.raises(ProtocolFormatError, match=r"is a folder, not a protocol file"):
+        read_ytf_splits(tmp_path)

@@ -93,7 +93,7 @@ def test_ytf_splits_and_video_features() -> None:
 
 
 def test_bad_input_errors() -> None:
-    a = np.zeros((10, 3))
+    a = np.ones((10, 3))
     with pytest.raises(ValueError, match="n_folds=3 must be >= 2 and divide"):
         lfw_10fold(a, a, np.zeros(10, bool), n_folds=3)
     with pytest.raises(ValueError, match="one shape"):
@@ -113,7 +113,7 @@ def test_roc_hand_example() -> None:
 
 
 def test_is_same_one_short_is_named_not_n_folds() -> None:
-    a = np.zeros((10, 3))
+    a = np.ones((10, 3))
     with pytest.raises(ValueError, match=r"is_same must have one flag per pair \(10\), got shape \(9,\)"):
         lfw_10fold(a, a, np.zeros(9, bool), n_folds=3)
 
@@ -141,3 +141,33 @@ def test_non_finite_features_are_refused_naming_the_rows(bad: float) -> None:
     frames[4, 1] = bad
     with pytest.raises(NonFiniteFeaturesError, match=r"video 'B/0'.*\(frame rows 4\)"):
         video_features(frames, {"A/0": np.array([0, 1]), "B/0": np.array([3, 4, 5])})
+
+
+def test_all_zero_features_are_refused_naming_the_pairs() -> None:
+    """A zero feature has no direction: every protocol function refuses it (LFW would otherwise report a
+    number computed from cosines of 0)."""
+    from sphereface_lib.evaluation.checks import ZeroFeaturesError
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(20, 4)), rng.normal(size=(20, 4))
+    same = np.tile([True, False], 10)
+    a[[2, 9]] = 0.0
+    for call in (lambda: lfw_10fold(a, b, same, n_folds=2),
+                 lambda: k_fold_accuracy(a, b, same, np.repeat([0, 1], 10)),
+                 lambda: ytf_10fold(a, b, same, np.tile([0, 1], 10)),
+                 lambda: cosine_scores(a, b)):
+        with pytest.raises(ZeroFeaturesError, match=r"emb_a: 2 of 20 feature rows are all zero \(pairs 2, 9\)"):
+            call()
+    with pytest.raises(ZeroFeaturesError, match=r"emb_a: 20 of 20"):
+        lfw_10fold(np.zeros((20, 4)), np.zeros((20, 4)), same, n_folds=2)
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_features_whose_squares_leave_float64_score_as_the_unscaled(scale: float) -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(40, 8)), rng.normal(size=(40, 8))
+    same = np.tile([True, False], 20)
+    want = lfw_10fold(a, b, same, n_folds=4)
+    got = lfw_10fold(a * scale, b * scale, same, n_folds=4)
+    assert np.array_equal(got.accuracies, want.accuracies) and np.allclose(got.thresholds, want.thresholds)
+    assert np.allclose(cosine_scores(a * scale, b * scale), cosine_scores(a, b))

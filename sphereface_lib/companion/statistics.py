@@ -30,6 +30,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
+from ..evaluation.far import usable_far  # noqa: F401  (its home is the evaluation; importable here as before)
+
 CONFIDENCE = 0.95  # the one confidence level of every claim (two-sided interval)
 OUTCOMES = ("reproduced", "inconclusive", "contradicted")
 MIN_RESAMPLES = 200  # fewer bootstrap resamples cannot place the 2.5% / 97.5% percentiles
@@ -368,26 +370,6 @@ def rate_difference(hits_a: ArrayLike, hits_b: ArrayLike, clusters: ArrayLike, n
     estimate = bootstrap_difference(lambda idx: float(paired[idx].mean()), ids, n_resamples, seed, confidence,
                                     label="identities")
     return replace(estimate, method=f"paired hit rates, {estimate.method}")
-
-
-def usable_far(n_impostors: int, fars: Sequence[float], min_false_accepts: int = 50) -> list[float]:
-    """The FARs (in the given order) at which ``n_impostors * far >= min_false_accepts``.
-
-    A TAR at a FAR is set by the threshold at the top ``n_impostors * far`` impostor scores; below a few dozen
-    expected false accepts that threshold (and the TAR) rests on a handful of scores, so such a FAR is not
-    used for a verdict. A relative tolerance of 1e-9 absorbs float rounding of the product.
-    """
-    where = "usable_far"
-    if isinstance(n_impostors, bool) or not isinstance(n_impostors, (int, np.integer)) or n_impostors < 0:
-        raise ValueError(f"{where}: n_impostors must be a non-negative integer, got {n_impostors!r}")
-    if isinstance(min_false_accepts, bool) or not isinstance(min_false_accepts, (int, np.integer)) \
-            or min_false_accepts < 1:
-        raise ValueError(f"{where}: min_false_accepts must be a positive integer, got {min_false_accepts!r}")
-    far_values = _finite_array(fars, "fars", where, ndim=1) if len(fars) else np.empty(0)
-    if np.any((far_values <= 0.0) | (far_values > 1.0)):
-        raise ValueError(f"{where}: every far must be in (0, 1], got {far_values.tolist()}")
-    threshold = min_false_accepts * (1.0 - 1e-9)
-    return [float(far) for far in far_values if n_impostors * far >= threshold]
 
 
 def exact(effect: float, method: str) -> Estimate:

@@ -92,6 +92,9 @@ def _split_lfw_key(key: str, where: str) -> tuple[str, int]:
 
 def _read_lines(path: str | os.PathLike) -> tuple[Path, list[str]]:
     path = Path(path)
+    if path.is_dir():
+        raise ProtocolFormatError(f"{path} is a folder, not a protocol file; give the file itself (e.g. "
+                                  f"{path / 'pairs.txt'})")
     if not path.is_file():
         raise FileNotFoundError(f"protocol file {path} does not exist")
     data = path.read_bytes()
@@ -149,6 +152,10 @@ def read_lfw_pairs(path: str | os.PathLike) -> PairList:
             name, n1, n2 = parts
             a = lfw_key(name, _int_field(n1, path, lineno, "an image number", minimum=1))
             b = lfw_key(name, _int_field(n2, path, lineno, "an image number", minimum=1))
+            if a == b:
+                raise ProtocolFormatError(
+                    f"{path}, line {lineno}: a matched pair names one image twice ({a!r}); a matched pair is two "
+                    f"different images of one person (fix the line, or take the official file)")
         else:
             if len(parts) != 4:
                 raise ProtocolFormatError(
@@ -156,6 +163,10 @@ def read_lfw_pairs(path: str | os.PathLike) -> PairList:
                 )
             a = lfw_key(parts[0], _int_field(parts[1], path, lineno, "an image number", minimum=1))
             b = lfw_key(parts[2], _int_field(parts[3], path, lineno, "an image number", minimum=1))
+            if parts[0] == parts[2]:
+                raise ProtocolFormatError(
+                    f"{path}, line {lineno}: a mismatched pair names one person twice ({parts[0]!r}); a mismatched "
+                    f"pair is two different people (fix the line, or take the official file)")
         keys_a.append(a)
         keys_b.append(b)
         same.append(matched)
@@ -236,9 +247,16 @@ def read_ytf_splits(path: str | os.PathLike) -> PairList:
         for video in (parts[cols[1]], parts[cols[2]]):
             if "/" not in video:
                 raise ProtocolFormatError(f"{path}, line {lineno}: expected a video 'Person/number', got {video!r}")
+        is_same = _flag(parts[cols[3]], path, lineno, "the same-person flag")
+        person_a, person_b = (parts[c].rpartition("/")[0] for c in cols[1:3])
+        if is_same != (person_a == person_b):
+            raise ProtocolFormatError(
+                f"{path}, line {lineno}: the same-person flag is {int(is_same)} but the videos show "
+                f"{'two people' if is_same else 'one person'} ({parts[cols[1]]!r}, {parts[cols[2]]!r}); fix the "
+                "flag or the videos (or take the official file)")
         keys_a.append(parts[cols[1]])
         keys_b.append(parts[cols[2]])
-        same.append(_flag(parts[cols[3]], path, lineno, "the same-person flag"))
+        same.append(is_same)
         folds.append(split - 1)
         linenos.append(lineno)
     return PairList(tuple(keys_a), tuple(keys_b), np.array(same, bool), np.array(folds, np.int64),

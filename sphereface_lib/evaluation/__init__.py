@@ -6,6 +6,7 @@ Names load on first use (see the package's ``__init__``): MegaFace needs torch, 
 import lazy_loader as _lazy
 
 __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
+    "far": ["usable_far"],
     "features": ["extract_features", "images_to_tensor"],
     "megaface": ["MEGAFACE_DISTRACTORS", "MegaFaceResult", "megaface_evaluate"],
     "verification": [

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checks import require_finite
+from .checks import require_usable
 
 FlipMode = Literal["concat", "sum", "none"]
 
@@ -48,8 +48,9 @@ def extract_features(
     ``model`` maps (B, C, H, W) -> (B, D). ``flip``: ``"concat"`` returns [f(x), f(flip(x))] (the paper's
     test feature, Sec. 4.1), ``"sum"`` returns f(x) + f(flip(x)), ``"none"`` returns f(x). Batches run
     channels_last (float16 autocast on a GPU). The model's train/eval mode and memory format are restored after.
-    Features holding NaN or infinity raise
-    :class:`~sphereface_lib.evaluation.checks.NonFiniteFeaturesError` naming the images (indices into ``images``).
+    Features holding NaN or infinity, or all zero, raise
+    :class:`~sphereface_lib.evaluation.checks.NonFiniteFeaturesError` or
+    :class:`~sphereface_lib.evaluation.checks.ZeroFeaturesError` naming the images (indices into ``images``).
     """
     if flip not in ("concat", "sum", "none"):
         raise ValueError(f"flip must be 'concat', 'sum' or 'none', got {flip!r}")
@@ -99,6 +100,6 @@ def _features(model: nn.Module, images: np.ndarray, rows: np.ndarray, flip: Flip
         if f.ndim != 2 or f.shape[0] != x.shape[0]:
             raise ValueError(f"model must map (B, C, H, W) to (B, D), it returned shape {tuple(f.shape)}")
         feats = f.cpu().numpy().astype(np.float32, copy=False)
-        require_finite(feats, "extract_features: the model's features", batch_rows, what="images")
+        require_usable(feats, "extract_features: the model's features", batch_rows, what="images")
         chunks.append(feats)
     return chunks

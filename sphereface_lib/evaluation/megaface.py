@@ -5,7 +5,9 @@ Paper Table 5 and Fig. 6 (identification and verification against 10 .. 1M distr
 Identification: every image of every probe identity serves in turn as the probe, with one other image of
 the same identity in the gallery among D distractors; the mate's rank is 1 + the number of distractors
 scoring at least as high as the mate (ties count against the mate). Verification: genuine pairs are all
-pairs of probe images of one identity, impostor pairs are all (probe, distractor) pairs.
+pairs of probe images of one identity, impostor pairs are all (probe, distractor) pairs. Every score (mate,
+genuine and distractor alike) is a float32 cosine clamped to [-1, 1], so a duplicated image ties its mate.
+A feature holding NaN or infinity, or all zero, is an error naming its rows, never a score.
 
 The distractor set of size D is the first D rows of a fixed-seed permutation, so the sets are nested.
 Distractors are streamed in chunks. Each chunk's probe x distractor score matrix is one matrix product,
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checks import require_finite
+from .checks import require_usable
 
 MEGAFACE_DISTRACTORS = (10, 100, 1_000, 10_000, 100_000, 1_000_000)
 
@@ -55,21 +57,29 @@ class MegaFaceResult:
 
 
 def _unit_rows(x: np.ndarray, name: str, rows: np.ndarray | None = None) -> torch.Tensor:
-    """Rows of float32 ``x`` scaled to unit length, in place; a row holding NaN or infinity is named."""
+    """Rows of float32 ``x`` scaled to unit length, in place; a row holding NaN or infinity, or all zero, is named."""
     t = torch.from_numpy(x)
     norms = torch.linalg.vector_norm(t, dim=1, keepdim=True)
-    if not bool(torch.isfinite(norms).all()):  # NaN or infinity in a row, or a norm beyond float32
-        require_finite(x, name, rows)
+    if not bool((torch.isfinite(norms) & (norms > 0)).all()):  # a bad row, or a norm beyond float32's range
+        require_usable(x, name, rows)
         norms = torch.linalg.vector_norm(t.double(), dim=1, keepdim=True)
-        return t.copy_(t.double() / norms.clamp_min(1e-12))
-    return t.div_(norms.clamp_min_(1e-12))
+        return t.copy_(t.double() / norms)
+    return t.div_(norms)
 
 
 def _float32(x: np.ndarray) -> np.ndarray:
-    """``x`` as a float32 array (float16 is widened by torch, exactly and several times faster than numpy)."""
+    """``x`` as a float32 array (float16 is widened by torch, exactly and several times faster than numpy); a
+    wider row whose entries float32 cannot hold (beyond ~3.4e38 or below ~1e-38) is first scaled to a largest
+    entry of 1: a score is a cosine, so only the row's direction counts."""
     x = np.asarray(x)
     if x.dtype == np.float16:
         return torch.from_numpy(x).float().numpy()
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4 and len(x):
+        peak = np.abs(x).max(axis=1)
+        out_of_range = (peak > 1e38) | ((peak > 0) & (peak < 1e-30))
+        if out_of_range.any():
+            x = x.copy()
+            x[out_of_range] /= peak[out_of_range, None]  # an infinite row becomes NaN: named as non-finite
     return x.astype(np.float32, copy=False)
 
 
@@ -94,13 +104,33 @@ def _probe_pairs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(probe).astype(np.int64), np.concatenate(mate).astype(np.int64)
 
 
-def _mate_scores(p: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
-    """The score of each pair of :func:`_probe_pairs`, in its order: one product per identity, not all probes'."""
-    scores = []
+def _mate_scores(p: torch.Tensor, labels: np.ndarray, block_rows: int = 256) -> torch.Tensor:
+    """The score of each pair of :func:`_probe_pairs`, in its order, clamped to [-1, 1] as the distractors' are.
+
+    Identities are scored together in products of at least ``block_rows`` probes (all of them when fewer), not
+    one small product per identity: a matrix product that large scores an image and its duplicate among the
+    distractors with the same rounding, so their tie counts against the mate as documented.
+    """
+    blocks: list[list[np.ndarray]] = [[]]
+    rows = 0
     for members in _identities(labels):
-        block = p[torch.from_numpy(members)]
-        scores.append((block @ block.T)[~torch.eye(len(members), dtype=torch.bool)])
-    return torch.cat(scores) if scores else torch.zeros(0)
+        if rows >= block_rows:
+            blocks.append([])
+            rows = 0
+        blocks[-1].append(members)
+        rows += len(members)
+    if len(blocks) > 1 and rows < block_rows:  # a short last block joins the one before
+        blocks[-2].extend(blocks.pop())
+    scores = []
+    for block in blocks:
+        b = p[torch.from_numpy(np.concatenate(block))]
+        s = torch.mm(b, b.T)
+        start = 0
+        for members in block:
+            n = len(members)
+            scores.append(s[start:start + n, start:start + n][~torch.eye(n, dtype=torch.bool)])
+            start += n
+    return torch.cat(scores).clamp_(-1.0, 1.0) if scores else torch.zeros(0)
 
 
 def _false_accepts_allowed(far: float, num_impostors: int) -> int:
@@ -245,7 +275,7 @@ def megaface_evaluate(
         raise ValueError(f"fars must lie strictly between 0 and 1, got {list(fars)}")
     if chunk_size < 1 or hist_bins < 2:
         raise ValueError(f"chunk_size must be >= 1 and hist_bins >= 2, got {chunk_size} and {hist_bins}")
-    p = _unit_rows(np.array(probes, dtype=np.float32), "probe_features")
+    p = _unit_rows(np.array(_float32(probes)), "probe_features")
     n_probes = len(p)
     pair_probe, pair_mate = _probe_pairs(labels)
     if len(pair_probe) == 0:

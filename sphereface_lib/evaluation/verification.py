@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .checks import require_finite
+from .checks import require_finite, require_usable
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class FoldAccuracy:
 
 
 def _check_pairs(emb_a: np.ndarray, emb_b: np.ndarray, is_same: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Both sides as float64 (N, D), finite and nonzero (else a :class:`UserError` naming the pairs), flags bool;
+    features so large (or small) that their squares leave float64 are scaled by one common power of 2."""
     a = np.asarray(emb_a, dtype=np.float64)
     b = np.asarray(emb_b, dtype=np.float64)
     same = np.asarray(is_same)
@@ -41,8 +43,12 @@ def _check_pairs(emb_a: np.ndarray, emb_b: np.ndarray, is_same: np.ndarray) -> t
         raise ValueError(f"emb_a and emb_b must be (N, D) of one shape, got {a.shape} and {b.shape}")
     if same.shape != (len(a),):
         raise ValueError(f"is_same must have one flag per pair ({len(a)}), got shape {same.shape}")
-    require_finite(a, "emb_a", what="pairs")
-    require_finite(b, "emb_b", what="pairs")
+    require_usable(a, "emb_a", what="pairs")
+    require_usable(b, "emb_b", what="pairs")
+    peak = max(float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)))
+    if peak > 1e100 or peak < 1e-100:  # squares would overflow or vanish: one exact power-of-2 scale for all,
+        scale = 2.0 ** -np.frexp(peak)[1]  # which leaves every cosine and the folds' mean subtraction unchanged
+        a, b = a * scale, b * scale
     return a, b, same.astype(bool)
 
 
