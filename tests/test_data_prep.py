@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -456,3 +457,21 @@ def test_python_m_data_prep_exits_2_with_one_error_line(tmp_path: Path) -> None:
                            "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=PROJECT)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         f"error: --src {tmp_path / 'nowhere'} is not a folder (check the path)"]
+
+
+def test_a_full_disk_while_writing_a_shard_is_named_and_leaves_no_temporary(tmp_path: Path, monkeypatch) -> None:
+    from data_prep import pipeline
+    from sphereface_lib.errors import OutputWriteError
+
+    config = pipeline.PrepConfig(out=tmp_path / "out", work_dir=tmp_path / "work")
+    config.work.mkdir()
+
+    def full_disk(file, **arrays) -> None:
+        Path(file).write_bytes(b"PK\x03\x04")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pipeline.np, "savez", full_disk)
+    with pytest.raises(OutputWriteError, match=r"disk full while writing .*shard-00000-x\.npz\.tmp\.npz \(No space "
+                                               r"left on device\); nothing partial .* finished in the work folder"):
+        pipeline._process_shard(([], config, "shard-00000-x.npz"))
+    assert list(config.work.iterdir()) == []
