@@ -148,3 +148,21 @@ def test_grid_writes_its_png_atomically(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "g.png"]
     with Image.open(out) as image:
         assert image.size == (3 * 26, 2 * 30)
+
+
+@pytest.mark.slow
+def test_torchrun_on_a_shard_count_unlike_its_processes_prints_the_line_and_no_rank_traceback(tmp_path: Path) -> None:
+    """Each rank prints the one line and exits 2 before any gloo group exists; what follows is torchrun's own
+    summary of failed children (its ChildFailedError), the only traceback left."""
+    root = write_shards(make_patterns(tmp_path / "whole"), tmp_path / "shards", 3)
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny_config(root, tmp_path / "run").to_yaml())
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "sphereface_lib.train", "--config", str(config)], cwd=PROJECT, capture_output=True,
+                          text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert errors and all("holds 3 shards, one per process, but the run has 2 processes" in e for e in errors), out
+    assert "gloo" not in out.lower() and out.count("Traceback") <= 1, out
+    assert "Traceback" not in out or "ChildFailedError" in out.split("Traceback", 1)[1], out

@@ -429,25 +429,30 @@ def shard_name(index: int, count: int) -> str:
 def write_shards(dataset: PackedDataset, root: str | os.PathLike, count: int) -> Path:
     """Split ``dataset`` by identity into ``count`` packed folders ``root/shard-<k>-of-<count>`` (identity ``i``
     goes to shard ``i % count``) and mark ``root`` as a shard set with ``shards.json``. Labels, identity names and
-    keys stay those of the whole pack, so every shard's head has all the classes. Returns ``root``."""
+    keys stay those of the whole pack, so every shard's head has all the classes; each shard's manifest and the
+    index carry :func:`shard_set_id`, so a shard of another pack is refused. Holds ``root``'s output lock.
+    Returns ``root``."""
     if not isinstance(count, int) or count < 2:
         raise UserError(f"write_shards: count must be an integer of at least 2 (one shard per rank), got {count!r}")
     if count > dataset.num_identities:
         raise UserError(f"write_shards: {dataset.root} has {dataset.num_identities} identities, fewer than "
                         f"{count} shards; write fewer shards")
+    from ..locking import output_lock
+
     root = Path(root)
     m = dataset.manifest
     set_id = shard_set_id(dataset)
-    for k in range(count):
-        rows = np.flatnonzero(dataset.labels % count == k)
-        with PackedWriter(root / shard_name(k, count), height=m.height, width=m.width, channels=m.channels,
-                          source=m.source, version=m.version, identities=dataset.identities, overwrite=True,
-                          extra={**m.extra, "shard": k, "shards": count, "shard_set": set_id}) as w:
-            for lo in range(0, len(rows), 4096):
-                part = rows[lo:lo + 4096]
-                w.add(np.asarray(dataset.images[part]), dataset.labels[part], [dataset.keys[i] for i in part])
-    atomic_write_text(root / SHARDS_INDEX, json.dumps({"shards": count, "source": str(dataset.root),
-                                                       "shard_set": set_id}) + "\n")
+    with output_lock(root, "write_shards root"):
+        for k in range(count):
+            rows = np.flatnonzero(dataset.labels % count == k)
+            with PackedWriter(root / shard_name(k, count), height=m.height, width=m.width, channels=m.channels,
+                              source=m.source, version=m.version, identities=dataset.identities, overwrite=True,
+                              extra={**m.extra, "shard": k, "shards": count, "shard_set": set_id}) as w:
+                for lo in range(0, len(rows), 4096):
+                    part = rows[lo:lo + 4096]
+                    w.add(np.asarray(dataset.images[part]), dataset.labels[part], [dataset.keys[i] for i in part])
+        atomic_write_text(root / SHARDS_INDEX, json.dumps({"shards": count, "source": str(dataset.root),
+                                                           "shard_set": set_id}) + "\n")
     return root
 
 

@@ -588,7 +588,7 @@ def _open_data(config: TrainConfig, rank: int, world: int) -> PackedDataset:
             h, w, c, n = first[:4]
             h2, w2, c2, n2 = signature[:4]
             raise UserError(
-                f"data.path {config.data.path}: rank {r} reads {root} ({h2}x{w2}x{c2} images of {n2} identities) "
+                f"data.path: rank {r} reads {root} ({h2}x{w2}x{c2} images of {n2} identities) "
                 f"but rank 0 reads {first_root} ({h}x{w}x{c}, {n} identities"
                 f"{', other identity names' if (h, w, c, n) == (h2, w2, c2, n2) else ''}); every process needs the "
                 "same pack, or its own shard of one pack: copy the same pack to every machine, or write the shards "
