@@ -166,3 +166,16 @@ def test_torchrun_on_a_shard_count_unlike_its_processes_prints_the_line_and_no_r
     assert errors and all("holds 3 shards, one per process, but the run has 2 processes" in e for e in errors), out
     assert "gloo" not in out.lower() and out.count("Traceback") <= 1, out
     assert "Traceback" not in out or "ChildFailedError" in out.split("Traceback", 1)[1], out
+
+
+def test_profile_real_on_a_plain_pack_or_without_megaface_parts_points_to_data_prep_openset(world, tmp_path) -> None:
+    from sphereface_lib.companion.experiments import ExperimentError, open_benchmark
+
+    with pytest.raises(ExperimentError, match=r"is one packed dataset, not a real-data folder .*python -m "
+                                              r"data_prep\.openset --src <folder of identities> --out <new folder>"):
+        open_benchmark(str(world["data"]), tmp_path / "cache", parts=("train", "lfw"))
+    folder = tmp_path / "real"
+    shutil.copytree(world["data"], folder / "train")
+    with pytest.raises(ExperimentError, match=r"megaface_probe/ is missing or not a packed dataset; from a "
+                                              r"folder-per-identity set, .*data_prep\.openset .*--megaface-probe 6"):
+        open_benchmark(str(folder), tmp_path / "cache", parts=("train", "megaface_probe"))
