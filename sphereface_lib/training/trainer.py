@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..backbones import create_backbone
-from ..data.packed import PackedDataset, atomic_write, atomic_write_text, remove_stale_temporaries
+from ..data.packed import Manifest, PackedDataset, atomic_write, atomic_write_text, remove_stale_temporaries
 from ..data.samplers import BatchSampler, create_sampler
 from ..data.sources import check_shard_count, is_shard_set, open_packed
 from ..errors import OutputWriteError, UserError, storage_error
@@ -610,7 +610,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, w
 
 
 def _load_resume_state(config: TrainConfig, ckpt_path: Path, backbone: nn.Module, head: Head,
-                       manifest: Any) -> dict[str, Any]:
+                       manifest: Manifest) -> dict[str, Any]:
     """Read ``ckpt_path``, check that ``config`` may resume it and load its weights into backbone and head;
     returns the parts the other ranks need (:data:`_RESUMED_KEYS`). A foreign or broken checkpoint, one trained on
     images of another shape or with non-finite weights raises :class:`ConfigError` / :class:`RunFileError`
@@ -650,7 +650,7 @@ def _load_resume_state(config: TrainConfig, ckpt_path: Path, backbone: nn.Module
 
 
 def _resume_state(config: TrainConfig, resume: bool, ckpt_path: Path, backbone: nn.Module, head: Head,
-                  manifest: Any, rank: int, world: int) -> dict[str, Any] | None:
+                  manifest: Manifest, rank: int, world: int) -> dict[str, Any] | None:
     """The checkpoint state to resume from (weights already loaded into backbone and head), or None to start
     at iteration 0. Only rank 0 reads its ``run.out_dir``; with several processes it broadcasts the state, so
     ranks on other machines (another or an empty ``run.out_dir``) resume in step, or its error, which every
