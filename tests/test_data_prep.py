@@ -475,3 +475,23 @@ def test_a_full_disk_while_writing_a_shard_is_named_and_leaves_no_temporary(tmp_
                                                r"left on device\); nothing partial .* finished in the work folder"):
         pipeline._process_shard(([], config, "shard-00000-x.npz"))
     assert list(config.work.iterdir()) == []
+
+
+def test_a_second_data_prep_command_on_one_out_is_refused_naming_the_first(tmp_path: Path, capsys, monkeypatch,
+                                                                           faces) -> None:
+    """Every data_prep command packs through prepare(), which holds the --out's lock (as a training run folder)."""
+    src = tmp_path / "src"
+    _write(src / "p" / "1.png", faces[0])
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom sphereface_lib.locking import "
+         "output_lock\nwith output_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(120)",
+         str(out)], stdout=subprocess.PIPE, text=True, cwd=PROJECT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        line = _user_error(capsys, monkeypatch, folders.run, ["--src", str(src), "--out", str(out), *COMMON])
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert f"--out {out} is in use by process {holder.pid} on host " in line and "choose another --out" in line
+    assert not out.exists() and not (tmp_path / "out.work").exists()
