@@ -9,7 +9,6 @@ where the aligned faces' landmarks should sit.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -17,9 +16,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from sphereface_lib.data.packed import PackedDataset
+from sphereface_lib.data.packed import PackedDataset, atomic_write
+from sphereface_lib.errors import UserError
 
 from .align import TEMPLATE
+from .pipeline import cli, require_dir
 
 
 def sample_grid(dataset: PackedDataset, rows: int = 8, per_row: int = 10) -> np.ndarray:
@@ -28,7 +29,7 @@ def sample_grid(dataset: PackedDataset, rows: int = 8, per_row: int = 10) -> np.
     h, w = dataset.manifest.height, dataset.manifest.width
     labels = [lab for lab in np.unique(dataset.labels)][:rows]
     if not labels:
-        raise ValueError(f"{dataset.root} holds no images")
+        raise UserError(f"--pack {dataset.root} holds no images; give a pack with images")
     grid = np.full((len(labels) * (h + 2), per_row * (w + 2), 3), 255, np.uint8)
     for r, lab in enumerate(labels):
         for c, i in enumerate(np.flatnonzero(dataset.labels == lab)[:per_row]):
@@ -41,11 +42,11 @@ def sample_grid(dataset: PackedDataset, rows: int = 8, per_row: int = 10) -> np.
 
 
 def save_grid(dataset: PackedDataset, out: Path, rows: int = 8, per_row: int = 10) -> Path:
-    """Write :func:`sample_grid` as a PNG atomically; returns ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.png")
-    Image.fromarray(sample_grid(dataset, rows, per_row)).save(tmp)
-    os.replace(tmp, out)
+    """Write :func:`sample_grid` as a PNG atomically (a full disk is one error naming ``out``); returns ``out``."""
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the PNG file to write, e.g. {out / 'grid.png'}")
+    grid = Image.fromarray(sample_grid(dataset, rows, per_row))
+    atomic_write(out, lambda f: grid.save(f, format="PNG"))
     return out
 
 
@@ -58,10 +59,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--rows", type=int, default=8, help="identities shown")
     parser.add_argument("--per-row", type=int, default=10, help="images per identity")
     args = parser.parse_args(argv)
-    path = save_grid(PackedDataset(args.pack), args.out, args.rows, args.per_row)
+    for flag, value in (("--rows", args.rows), ("--per-row", args.per_row)):
+        if value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
+    path = save_grid(PackedDataset(require_dir(args.pack, "--pack")), args.out, args.rows, args.per_row)
     print(path)
     return path
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

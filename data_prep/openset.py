@@ -26,7 +26,8 @@ use), recorded in every manifest. ``outside.npy`` in each pack holds each crop's
 image; the report and each manifest count those above 10% and 25%, and ``--max-outside F`` skips crops above F.
 Written beside the packs: ``split.tsv`` (identity, part, images, fold), ``images.tsv`` (key, part, source file,
 outside fraction), ``failures.tsv`` and ``openset.json`` (the counts printed at the end). The folder appears
-only when complete; aligned shards are kept in ``<out>.work`` for a re-run until it is.
+only when complete; aligned shards are kept in ``<out>.work`` for a re-run until it is. One command writes an
+``--out`` at a time (a second is refused, naming the first), and a full disk leaves nothing partial behind.
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ from typing import Sequence
 import numpy as np
 
 from sphereface_lib.companion.experiments import REAL_LAYOUT
-from sphereface_lib.data.packed import PackedDataset, PackedWriter, atomic_write_text
+from sphereface_lib.data.packed import PackedDataset, PackedWriter, atomic_write_text, removed_on_failure
 from sphereface_lib.data.protocols import PairList, lfw_key, pair_rows, read_lfw_pairs, write_lfw_pairs
 from sphereface_lib.data.synthetic.faces import OUTPUT_SIZES
 from sphereface_lib.data.synthetic.faces import _resize as block_mean
 from sphereface_lib.errors import UserError
+from sphereface_lib.locking import output_lock
 
 from .align import HEIGHT, WIDTH
 from .folders import list_folders
@@ -323,7 +325,7 @@ def _write_part(root: Path, name: str, rows: np.ndarray, aligned: Aligned, size:
     writer = PackedWriter(root / name, height=size[0], width=size[1], channels=channels,
                           source=f"openset-{name}", identities=identities,
                           extra={**extra, "part": name, **outside_counts(aligned.outside[rows])})
-    try:
+    with writer.failing_aborts():
         for s in range(0, len(rows), _CHUNK):
             chunk = rows[s:s + _CHUNK]
             writer.add(block_mean(np.asarray(aligned.images[chunk]), size),
@@ -331,10 +333,7 @@ def _write_part(root: Path, name: str, rows: np.ndarray, aligned: Aligned, size:
                        [lfw_key(aligned.identity[r], aligned.number[r]) for r in chunk])
         np.save(writer.partial / "outside.npy", aligned.outside[rows].astype(np.float32))
         np.save(writer.partial / "landmarks.npy", aligned.landmarks[rows].astype(np.float32))
-        return writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+    return writer.close()
 
 
 def _tsv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -385,6 +384,12 @@ def run(argv: Sequence[str] | None = None) -> dict:
         raise UserError(f"--pairs-per-fold must be >= 1, got {args.pairs_per_fold}")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
+    with output_lock(args.out):
+        return _build(args, request, command_line("data_prep.openset", argv))
+
+
+def _build(args: argparse.Namespace, request: SplitRequest, command: str) -> dict:
+    """Align (or read), split and write the benchmark folder ``args.out``, the output's lock held."""
     out: Path = args.out
     if out.exists() and not args.overwrite:
         raise UserError(f"--out {out} already exists; pass --overwrite to replace it, or choose another --out")
@@ -394,7 +399,6 @@ def run(argv: Sequence[str] | None = None) -> dict:
                         min_face_size=args.min_face_size, overwrite=True, keep_work=True,
                         max_outside=args.max_outside)
     src = require_dir(args.src, "--src")
-    command = command_line("data_prep.openset", argv)
     is_pack = (src / "manifest.json").is_file()
     if not is_pack:  # the split, on the images listed (an upper bound), fails here rather than after aligning
         listed, _ = list_folders(src)
@@ -442,8 +446,8 @@ def run(argv: Sequence[str] | None = None) -> dict:
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    try:
+    with removed_on_failure(partial):
+        partial.mkdir(parents=True)
         common = {k: summary[k] for k in ("command", "source", "seed", "size", "downsampling", "split_file",
                                           "folds_identity_disjoint", "pairs_per_fold")}
         common["split"] = {p: v["identities"] for p, v in summary["parts"].items()}
@@ -466,9 +470,6 @@ def run(argv: Sequence[str] | None = None) -> dict:
         if out.exists():
             shutil.rmtree(out)
         os.replace(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     if not args.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     print_summary(out, summary, aligned.problems)

@@ -10,9 +10,10 @@ manifest's ``extra`` counts them. ``outside.npy`` holds, per image, the fraction
 its source image (black fill): the manifest counts the crops above 10% and 25%, and ``max_outside`` skips
 crops above a threshold (listed in ``failures.tsv``, kind ``outside``).
 
-A user's mistake (a bad option, an existing ``--out``, two files with one key) raises
-:class:`sphereface_lib.errors.UserError` before any image is aligned; every command's ``__main__`` goes through
-:func:`sphereface_lib.errors.run_command` (one ``error:`` line, exit status 2).
+A user's mistake (a bad option, an existing ``--out``, two files with one key, a second command writing the same
+``--out``, which :func:`sphereface_lib.locking.output_lock` refuses) raises :class:`sphereface_lib.errors.UserError`
+before any image is aligned; every command's ``__main__`` goes through :func:`sphereface_lib.errors.run_command`
+(one ``error:`` line, exit status 2). A full disk is one such line naming the file, with nothing partial left.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from sphereface_lib.data.packed import PackedDataset, PackedWriter
+from sphereface_lib.data.packed import (WRITE_FAULT_FIX, PackedDataset, PackedWriter, removed_on_failure,
+                                         write_fault)
 from sphereface_lib.errors import UserError, run_command
+from sphereface_lib.locking import output_lock
 
 from .align import HEIGHT, WIDTH, centre_crop, detect_and_align, outside_fraction
 
@@ -51,6 +54,8 @@ OUTSIDE_LEVELS = (0.10, 0.25)
 #: bump when a shard's content changes, so shards of an older layout are recomputed, not misread
 _SHARD_VERSION = 2
 _SHARD_ARRAYS = ("images", "landmarks", "outside", "status", "messages")
+#: after a full disk while aligning: the finished shards stay and are reused
+_WORK_FAULT_FIX = WRITE_FAULT_FIX + " (the shards already finished in the work folder are reused)"
 
 
 @dataclass(frozen=True)
@@ -259,9 +264,10 @@ def _process_shard(args: tuple[list[Item], PrepConfig, str]) -> str:
         messages.append(msg)
     path = config.work / name
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, images=crops, landmarks=landmarks, outside=outside, status=np.array(status),
-             messages=np.array(messages, dtype=object).astype(str))
-    os.replace(tmp, path)
+    with removed_on_failure(tmp, _WORK_FAULT_FIX):
+        np.savez(tmp, images=crops, landmarks=landmarks, outside=outside, status=np.array(status),
+                 messages=np.array(messages, dtype=object).astype(str))
+        os.replace(tmp, path)
     return name
 
 
@@ -308,9 +314,21 @@ def prepare(
     ``problems`` found while listing the dataset are reported with those found while reading images and
     those ``protocol_check`` returns for the set of keys that made it into the pack (missing pair entries).
     """
+    with output_lock(config.out):
+        return _prepare(items, config, source, command, list(problems), protocol_files or {}, protocol_check,
+                        extra or {})
+
+
+def _prepare(items: Sequence[Item], config: PrepConfig, source: str, command: str, problems: list[Problem],
+             protocol_files: dict[str, Path], protocol_check: Callable[[set[str]], list[Problem]] | None,
+             extra: dict) -> PrepResult:
+    """:func:`prepare` with the output's lock held."""
     check_out(config.out, config.overwrite)
     check_unique_keys(items)
-    config.work.mkdir(parents=True, exist_ok=True)
+    try:
+        config.work.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise (write_fault(config.work, exc, _WORK_FAULT_FIX) or exc) from exc
     shards = [list(items[i:i + config.shard_size]) for i in range(0, len(items), config.shard_size)]
     names = [_shard_name(i, s, config) for i, s in enumerate(shards)]
     todo, reused = [], 0
@@ -344,8 +362,7 @@ def prepare(
             for name in pool.imap_unordered(_process_shard, todo):
                 bar.update(size_of[name])
     bar.close()
-    return _pack(shards, names, config, source, command, list(problems), protocol_files or {}, protocol_check,
-                 extra or {})
+    return _pack(shards, names, config, source, command, problems, protocol_files, protocol_check, extra)
 
 
 def _pack(
@@ -408,7 +425,7 @@ def _pack(
     }
     writer = PackedWriter(config.out, height=HEIGHT, width=WIDTH, channels=config.channels, source=source,
                           identities=identities, extra=manifest_extra, overwrite=config.overwrite)
-    try:
+    with writer.failing_aborts():
         for images, its in kept:
             if its:
                 writer.add(images, [label_of[it.identity] for it in its], [it.key for it in its])
@@ -418,10 +435,7 @@ def _pack(
         for dest, src in protocol_files.items():
             shutil.copyfile(src, writer.partial / dest)
         write_failures(writer.partial / "failures.tsv", problems)
-        dataset = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+    dataset = writer.close()
     if not config.keep_work:
         shutil.rmtree(config.work, ignore_errors=True)
     return PrepResult(dataset, problems, counts)

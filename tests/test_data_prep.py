@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -456,3 +457,41 @@ def test_python_m_data_prep_exits_2_with_one_error_line(tmp_path: Path) -> None:
                            "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=PROJECT)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         f"error: --src {tmp_path / 'nowhere'} is not a folder (check the path)"]
+
+
+def test_a_full_disk_while_writing_a_shard_is_named_and_leaves_no_temporary(tmp_path: Path, monkeypatch) -> None:
+    from data_prep import pipeline
+    from sphereface_lib.errors import OutputWriteError
+
+    config = pipeline.PrepConfig(out=tmp_path / "out", work_dir=tmp_path / "work")
+    config.work.mkdir()
+
+    def full_disk(file, **arrays) -> None:
+        Path(file).write_bytes(b"PK\x03\x04")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pipeline.np, "savez", full_disk)
+    with pytest.raises(OutputWriteError, match=r"disk full while writing .*shard-00000-x\.npz\.tmp\.npz \(No space "
+                                               r"left on device\); nothing partial .* finished in the work folder"):
+        pipeline._process_shard(([], config, "shard-00000-x.npz"))
+    assert list(config.work.iterdir()) == []
+
+
+def test_a_second_data_prep_command_on_one_out_is_refused_naming_the_first(tmp_path: Path, capsys, monkeypatch,
+                                                                           faces) -> None:
+    """Every data_prep command packs through prepare(), which holds the --out's lock (as a training run folder)."""
+    src = tmp_path / "src"
+    _write(src / "p" / "1.png", faces[0])
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom sphereface_lib.locking import "
+         "output_lock\nwith output_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(120)",
+         str(out)], stdout=subprocess.PIPE, text=True, cwd=PROJECT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        line = _user_error(capsys, monkeypatch, folders.run, ["--src", str(src), "--out", str(out), *COMMON])
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert f"--out {out} is in use by process {holder.pid} on host " in line and "choose another --out" in line
+    assert not out.exists() and not (tmp_path / "out.work").exists()

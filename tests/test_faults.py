@@ -1,10 +1,13 @@
 """Faults around a run folder: SIGKILL inside a checkpoint write (the run resumes bit for bit and the torn
 temporary file is removed), two writers on one run folder (the second is refused, naming the first), a full
-disk while writing a checkpoint (one error line, the previous checkpoint intact, no temporary file left).
+disk while writing a checkpoint (one error line, the previous checkpoint intact, no temporary file left), also
+when torch.save hides the ENOSPC in a RuntimeError, and while packing (nothing partial left).
 A SIGKILL between checkpoints is tests/test_training_processes.py's."""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import shutil
@@ -14,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -171,3 +175,78 @@ def test_a_full_disk_during_a_metrics_append_leaves_whole_rows_in_both_files(sma
     assert len(jsonl) > 1 and [json.loads(line)["iteration"] for line in jsonl] == list(range(len(jsonl)))
     assert len(csv_rows) == len(jsonl) + 1 and csv_rows[-1].startswith(f"{len(jsonl) - 1},")
     assert _temporaries(small_disk) == []
+
+
+class _FullAfter(io.RawIOBase):
+    """A file that takes ``room`` bytes, then fails as a full disk does (``OSError(ENOSPC)``)."""
+
+    def __init__(self, f, room: int) -> None:
+        super().__init__()
+        self.f, self.room = f, room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            self.f.write(bytes(data[:self.room]))
+            self.room = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.f.write(data)
+
+
+def test_a_full_disk_inside_torch_save_is_one_error_line_naming_the_checkpoint_and_the_resume(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """torch.save turns the file's ENOSPC into a RuntimeError of inline_container.cc (the OSError only in its
+    chain); the run still stops with one line, the old checkpoint intact and no temporary file, and resumes."""
+    from sphereface_lib.errors import run_command
+    from sphereface_lib.train import main
+
+    data = make_patterns(tmp_path / "data").root
+    run = tmp_path / "run"
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny_config(data, run, optim__iterations=10, run__checkpoint_every=10).to_yaml())
+    assert run_command(main, ["--config", str(config)]) == 0
+    before = (run / "checkpoint.pt").read_bytes()
+    real_save = torch.save
+
+    def full_disk_save(obj, f, *args, **kwargs):
+        real_save(obj, _FullAfter(f, 2048) if isinstance(obj, dict) and obj.get("iteration") == 20 else f,
+                  *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk_save)
+    capsys.readouterr()
+    assert run_command(main, ["--config", str(config), "optim.iterations=20"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot write {run / 'checkpoint.pt'}: No space left on device") and "\n" not in err
+    assert "inline_container" not in err and "resumes from the checkpoint of iteration 10" in err, err
+    assert (run / "checkpoint.pt").read_bytes() == before
+    assert _temporaries(run) == []
+    monkeypatch.setattr(torch, "save", real_save)
+    assert run_command(main, ["--config", str(config), "optim.iterations=20"]) == 0
+    assert load_checkpoint(run).iteration == 20
+
+
+def test_a_full_disk_while_packing_leaves_no_partial_folder(tmp_path: Path, monkeypatch) -> None:
+    from sphereface_lib.data.packed import PackedWriter
+    from sphereface_lib.errors import OutputWriteError
+
+    root = tmp_path / "pack"
+    writer = PackedWriter(root, height=8, width=6, channels=1, source="test")
+    writer.add(np.zeros((4, 8, 6, 1), np.uint8), [0, 0, 1, 1])
+    writer._images = _FullAfter(writer._images, 100)
+    with pytest.raises(OutputWriteError, match=r"disk full while writing .*pack\.partial \(No space left on device\); "
+                                               r"nothing partial was left behind"):
+        writer.add(np.zeros((4, 8, 6, 1), np.uint8), [2, 2, 3, 3])
+    assert sorted(tmp_path.iterdir()) == []
+    writer = PackedWriter(root, height=8, width=6, channels=1, source="test")  # close() writes the labels
+    writer.add(np.zeros((2, 8, 6, 1), np.uint8), [0, 1])
+
+    def full_disk(*args, **kwargs) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(np, "save", full_disk)
+    with pytest.raises(OutputWriteError, match="disk full while writing"):
+        writer.close()
+    assert sorted(tmp_path.iterdir()) == []

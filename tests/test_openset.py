@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import subprocess
 import sys
 from itertools import combinations
 from pathlib import Path
@@ -249,3 +252,42 @@ def test_a_folder_split_that_cannot_be_met_stops_before_aligning(tmp_path: Path,
                                              "--test-identities", "11"])
     assert "--test-identities 11: the largest feasible value is 10" in line
     assert not (tmp_path / "o.work").exists()  # no image was aligned
+
+
+def test_a_second_command_on_one_out_is_refused_naming_the_first(pack: Path, tmp_path: Path, capsys,
+                                                                monkeypatch) -> None:
+    """Two runs on one --out shared the fixed <out>.partial and <out>.work names; now the output is locked."""
+    out = tmp_path / "data"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom sphereface_lib.locking import "
+         "output_lock\nwith output_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(120)",
+         str(out)], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        line = _user_error(capsys, monkeypatch, ["--src", str(pack), "--out", str(out), "--size", "28x24",
+                                                 "--test-identities", "20", *COMMON])
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert f"--out {out} is in use by process {holder.pid} on host " in line and "choose another --out" in line
+    assert not out.exists() and not (tmp_path / "data.partial").exists()
+    openset.run(["--src", str(pack), "--out", str(out), "--size", "28x24", "--test-identities", "20", *COMMON])
+    assert (out / "pairs.txt").is_file()  # the lock died with its holder
+
+
+def test_a_full_disk_while_writing_the_parts_is_one_error_line_and_leaves_nothing(pack: Path, tmp_path: Path, capsys,
+                                                                                  monkeypatch) -> None:
+    real_save = np.save
+
+    def full_disk(path, array, *args, **kwargs) -> None:
+        if Path(path).name == "landmarks.npy" and "lfw" in Path(path).parent.name:
+            Path(path).write_bytes(b"\x93NUMPY")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(path, array, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", full_disk)
+    out = tmp_path / "data"
+    line = _user_error(capsys, monkeypatch, ["--src", str(pack), "--out", str(out), "--size", "28x24",
+                                             "--test-identities", "20", *COMMON])
+    assert line.startswith(f"error: disk full while writing {tmp_path / 'data.partial'}") and "nothing partial" in line
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == []

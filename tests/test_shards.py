@@ -99,3 +99,31 @@ def test_each_of_two_ranks_opens_only_its_shard_and_trains(shards, tmp_path: Pat
     assert not torch.allclose(initial.fc.weight, ranks[0]["state"]["fc.weight"], atol=1e-4)  # it trained
     assert all(np.isfinite(r["loss"]) for r in ranks[0]["metrics"])
     assert [r["iteration"] for r in ranks[0]["metrics"]] == [3, 6]
+
+
+def mismatch_main(rank: int, init_file: str, packs: list[str], out: str) -> None:
+    """Start training with this rank's own data.path; record the error the rank raised."""
+    torch.set_num_threads(1)
+    os.environ.update(WORLD_SIZE=str(WORLD), RANK=str(rank), LOCAL_RANK="0")
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
+                            timeout=timedelta(seconds=60))
+    try:
+        train(tiny_config(Path(packs[rank]), Path(out) / f"run{rank}", optim__iterations=2))
+        message = None
+    except UserError as exc:
+        message = str(exc)
+    finally:
+        dist.destroy_process_group()
+    torch.save({"error": message}, f"{out}/rank{rank}.pt")
+
+
+def test_ranks_reading_unlike_packs_all_stop_with_one_error_naming_both(tmp_path: Path) -> None:
+    """Rank 1 given another pack (12 identities, not 10): every rank raises the same UserError before the model
+    is built, where DistributedDataParallel used to fail on the head's shape."""
+    packs = [str(make_patterns(tmp_path / "whole").root), str(make_patterns(tmp_path / "other", identities=12).root)]
+    mp.spawn(mismatch_main, args=(str(tmp_path / "init"), packs, str(tmp_path)), nprocs=WORLD, join=True)
+    errors = [torch.load(tmp_path / f"rank{r}.pt")["error"] for r in range(WORLD)]
+    assert errors[0] == errors[1] and errors[0] is not None
+    assert (f"rank 1 reads {packs[1]} (28x24x1 images of 12 identities) but rank 0 reads {packs[0]} (28x24x1, 10 "
+            "identities)") in errors[0] and "every process needs the same pack" in errors[0]
+    assert not (tmp_path / "run0" / "metrics.csv").exists()

@@ -84,7 +84,14 @@ def resolve_path(path: str | Path) -> Path:
 def _real_part(root: Path, part: str) -> tuple[PackedDataset, Path | None]:
     folder, protocol, command = REAL_LAYOUT[part]
     pack = root / folder
-    fix = f"make it with `{command.replace('DATA', str(root))}` (see data_prep/README.md)"
+    official = f"from the official download: `{command.replace('DATA', str(root))}` (see data_prep/README.md)"
+    fix = official if part == "ytf" else (
+        "from a folder-per-identity set, build a new real-data folder with every part: `python -m data_prep.openset "
+        "--src <folder of identities> --out <new folder> --test-identities 20 --megaface-probe 6 "
+        f"--megaface-distractors 4` and pass it as data; or this part alone {official}")
+    if (root / "manifest.json").is_file():
+        raise ExperimentError(f"data={root} is one packed dataset, not a real-data folder ({', '.join(REAL_LAYOUT)} "
+                              f"sub-folders); {fix}")
     if not (pack / "manifest.json").is_file():
         raise ExperimentError(f"data={root}: {pack}/ is missing or not a packed dataset; {fix}")
     if protocol is None:

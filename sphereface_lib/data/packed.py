@@ -14,18 +14,21 @@ Every source (the synthetic generator, ``data_prep`` on a real download) writes 
 
 from __future__ import annotations
 
+import errno
 import glob
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import UserError, storage_error
+from ..errors import OutputWriteError, UserError, storage_error
 
 FORMAT_VERSION = 1
 _IMAGES = "images.u8"
@@ -59,6 +62,23 @@ class Manifest:
     def image_shape(self) -> tuple[int, int, int]:
         return (self.height, self.width, self.channels)
 
+    def problem(self) -> str | None:
+        """What is wrong with the fields' types or ranges (``height is '28' (str), expected an integer >= 1``),
+        or None when the manifest is well formed."""
+        minimum = {"height": 1, "width": 1, "channels": 1, "num_identities": 0, "num_images": 0, "format_version": 0}
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                return f"{name} is {value!r} ({type(value).__name__}), expected an integer >= {low}"
+        if self.channels not in (1, 3):
+            return f"channels is {self.channels}, expected 1 or 3"
+        for name in ("source", "version"):
+            if not isinstance(getattr(self, name), str):
+                return f"{name} is {getattr(self, name)!r}, expected a string"
+        if not isinstance(self.extra, dict):
+            return f"extra is {self.extra!r}, expected a mapping"
+        return None
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(file)`` on a fresh temporary file beside ``path`` (unique name ``.<name>.<random>.tmp``),
@@ -82,10 +102,34 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and storage_error(path, exc) is not None:
-            raise storage_error(path, exc) from exc
+        cause = storage_cause(exc)
+        if cause is not None:
+            raise storage_error(path, cause) from exc
         raise
     _fsync_dir(path.parent)
+
+
+def storage_cause(exc: BaseException) -> OSError | None:
+    """The storage fault (disk full, quota, permissions, read-only) behind ``exc``, or None: ``exc`` itself or an
+    exception in its chain, as torch.save wraps the ``OSError(ENOSPC)`` of a file write in a RuntimeError."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and storage_error("", current) is not None:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def write_fault(path: str | os.PathLike, exc: BaseException, fix: str) -> OutputWriteError | None:
+    """An :class:`~sphereface_lib.errors.OutputWriteError` "disk full while writing <path> (...); <fix>" (or
+    "cannot write" for a permission or read-only fault) when :func:`storage_cause` finds one behind ``exc``."""
+    cause = storage_cause(exc)
+    if cause is None:
+        return None
+    what = "disk full while writing" if cause.errno in (errno.ENOSPC, errno.EDQUOT) else "cannot write"
+    return OutputWriteError(f"{what} {os.fspath(path)} ({cause.strerror or cause}); {fix}")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -99,6 +143,29 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+#: what to do after a storage fault in a writer that leaves nothing behind
+WRITE_FAULT_FIX = ("nothing partial was left behind; free space there (or fix the permissions) or write elsewhere, "
+                   "then run the command again")
+
+
+@contextmanager
+def removed_on_failure(path: str | os.PathLike, fix: str = WRITE_FAULT_FIX) -> Iterator[None]:
+    """Run the block; when it fails, delete ``path`` (a file or a folder being written) and re-raise, a storage
+    fault as :func:`write_fault` naming ``path`` and ``fix``."""
+    path = Path(path)
+    try:
+        yield
+    except BaseException as exc:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        fault = write_fault(path, exc, fix)
+        if fault is not None:
+            raise fault from exc
+        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -154,12 +221,13 @@ class PackedWriter:
         self.partial = self.root.with_name(self.root.name + ".partial")
         if self.partial.exists():
             shutil.rmtree(self.partial)
-        self.partial.mkdir(parents=True)
+        with removed_on_failure(self.partial):
+            self.partial.mkdir(parents=True)
+            self._images = open(self.partial / _IMAGES, "wb")
         self.shape = (height, width, channels)
         self.source, self.version = source, version
         self.identities = list(identities) if identities is not None else None
         self.extra = dict(extra or {})
-        self._images = open(self.partial / _IMAGES, "wb")
         self._labels: list[np.ndarray] = []
         self._keys: list[str] = []
         self._closed = False
@@ -187,7 +255,8 @@ class PackedWriter:
         bad = [k for k in keys if k.splitlines() != [k] or not k]
         if bad:
             raise ValueError(f"keys must be non-empty and hold no line breaks: {bad[0]!r}")
-        self._images.write(np.ascontiguousarray(images).tobytes())
+        with self.failing_aborts():
+            self._images.write(np.ascontiguousarray(images).tobytes())
         self._labels.append(labels)
         self._keys.extend(keys)
 
@@ -195,6 +264,23 @@ class PackedWriter:
         """Finish the dataset, move it into place and return a reader on it."""
         if self._closed:
             return PackedDataset(self.root)
+        with self.failing_aborts():
+            self._finish()
+        self._closed = True
+        return PackedDataset(self.root)
+
+    @contextmanager
+    def failing_aborts(self) -> Iterator[None]:
+        """Run the block (a write into :attr:`partial`); when it fails, :meth:`abort` and re-raise, a full disk
+        as :class:`~sphereface_lib.errors.OutputWriteError` naming the folder."""
+        with removed_on_failure(self.partial):
+            try:
+                yield
+            except BaseException:
+                self.abort()
+                raise
+
+    def _finish(self) -> None:
         self._images.close()
         labels = np.concatenate(self._labels) if self._labels else np.zeros(0, np.int64)
         num_ids = int(labels.max()) + 1 if len(labels) else 0
@@ -216,13 +302,14 @@ class PackedWriter:
         if self.root.exists():
             shutil.rmtree(self.root)
         os.replace(self.partial, self.root)
-        self._closed = True
-        return PackedDataset(self.root)
 
     def abort(self) -> None:
         """Drop everything written so far."""
         if not self._closed:
-            self._images.close()
+            try:
+                self._images.close()
+            except OSError:  # the buffer's last write failed (disk full): the folder goes anyway
+                pass
             shutil.rmtree(self.partial, ignore_errors=True)
             self._closed = True
 
@@ -255,7 +342,10 @@ class PackedDataset:
             raw = json.loads(mpath.read_text(encoding="utf-8"))
             self.manifest = Manifest(**raw)
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
-            raise PackedFormatError(f"{mpath}: unreadable manifest ({exc}); {_REPACK}") from exc
+            raise PackedFormatError(f"{mpath}: unreadable manifest ({exc}); {_REPACK}") from None
+        problem = self.manifest.problem()
+        if problem is not None:
+            raise PackedFormatError(f"{mpath}: {problem}; {_REPACK}")
         if self.manifest.format_version != FORMAT_VERSION:
             raise PackedFormatError(
                 f"{mpath}: format_version {self.manifest.format_version}, this library reads {FORMAT_VERSION}; "
@@ -339,21 +429,35 @@ def shard_name(index: int, count: int) -> str:
 def write_shards(dataset: PackedDataset, root: str | os.PathLike, count: int) -> Path:
     """Split ``dataset`` by identity into ``count`` packed folders ``root/shard-<k>-of-<count>`` (identity ``i``
     goes to shard ``i % count``) and mark ``root`` as a shard set with ``shards.json``. Labels, identity names and
-    keys stay those of the whole pack, so every shard's head has all the classes. Returns ``root``."""
+    keys stay those of the whole pack, so every shard's head has all the classes; each shard's manifest and the
+    index carry :func:`shard_set_id`, so a shard of another pack is refused. Holds ``root``'s output lock.
+    Returns ``root``."""
     if not isinstance(count, int) or count < 2:
         raise UserError(f"write_shards: count must be an integer of at least 2 (one shard per rank), got {count!r}")
     if count > dataset.num_identities:
         raise UserError(f"write_shards: {dataset.root} has {dataset.num_identities} identities, fewer than "
                         f"{count} shards; write fewer shards")
+    from ..locking import output_lock
+
     root = Path(root)
     m = dataset.manifest
-    for k in range(count):
-        rows = np.flatnonzero(dataset.labels % count == k)
-        with PackedWriter(root / shard_name(k, count), height=m.height, width=m.width, channels=m.channels,
-                          source=m.source, version=m.version, identities=dataset.identities, overwrite=True,
-                          extra={**m.extra, "shard": k, "shards": count}) as w:
-            for lo in range(0, len(rows), 4096):
-                part = rows[lo:lo + 4096]
-                w.add(np.asarray(dataset.images[part]), dataset.labels[part], [dataset.keys[i] for i in part])
-    atomic_write_text(root / SHARDS_INDEX, json.dumps({"shards": count, "source": str(dataset.root)}) + "\n")
+    set_id = shard_set_id(dataset)
+    with output_lock(root, "write_shards root"):
+        for k in range(count):
+            rows = np.flatnonzero(dataset.labels % count == k)
+            with PackedWriter(root / shard_name(k, count), height=m.height, width=m.width, channels=m.channels,
+                              source=m.source, version=m.version, identities=dataset.identities, overwrite=True,
+                              extra={**m.extra, "shard": k, "shards": count, "shard_set": set_id}) as w:
+                for lo in range(0, len(rows), 4096):
+                    part = rows[lo:lo + 4096]
+                    w.add(np.asarray(dataset.images[part]), dataset.labels[part], [dataset.keys[i] for i in part])
+        atomic_write_text(root / SHARDS_INDEX, json.dumps({"shards": count, "source": str(dataset.root),
+                                                           "shard_set": set_id}) + "\n")
     return root
+
+
+def shard_set_id(dataset: PackedDataset) -> str:
+    """A digest of a pack's shape, identity names and keys: the mark shared by the shards written from it."""
+    h = hashlib.sha1(json.dumps([list(dataset.manifest.image_shape), dataset.identities]).encode("utf-8"))
+    h.update("\n".join(dataset.keys).encode("utf-8"))
+    return h.hexdigest()[:16]

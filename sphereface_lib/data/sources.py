@@ -19,6 +19,48 @@ def is_shard_set(spec: str | os.PathLike) -> bool:
     return not str(spec).startswith(SYNTHETIC_PREFIX) and (Path(spec) / SHARDS_INDEX).is_file()
 
 
+def _read_index(root: Path) -> dict:
+    index = root / SHARDS_INDEX
+    try:
+        content = json.loads(index.read_text(encoding="utf-8"))
+        int(content["shards"])
+        return content
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{index}: unreadable shard index ({exc}); "
+                        "write the shards again with write_shards") from None
+
+
+def check_shard_count(spec: str | os.PathLike, world: int) -> int | None:
+    """The number of shards when ``spec`` is a shard set (None otherwise); :class:`UserError` when it is not
+    ``world``, the number of processes. Cheap and collective-free: call it before the process group starts."""
+    if not is_shard_set(spec):
+        return None
+    count = int(_read_index(Path(spec))["shards"])
+    if count != world:
+        fix = "point data.path at the whole pack" if world == 1 else f"write {world} shards with write_shards"
+        raise UserError(f"data.path {spec} holds {count} shards, one per process, but the run has {world} "
+                        f"process{'es' if world > 1 else ''}; start {count} processes with torchrun or {fix}")
+    return count
+
+
+def _open_shard(root: Path, rank: int, count: int) -> PackedDataset:
+    """Shard ``rank`` of the set ``root``, checked to be that shard of the pack ``shards.json`` names."""
+    index = _read_index(root)
+    shard = PackedDataset(root / shard_name(rank, count))
+    extra = shard.manifest.extra
+    mark = (extra.get("shard"), extra.get("shards"), extra.get("shard_set"))
+    expected = (rank, count, index.get("shard_set"))
+    if "shard_set" not in index:  # written before shard sets were marked: the position alone is checked
+        mark, expected = mark[:2], expected[:2]
+    if mark != expected:
+        raise UserError(
+            f"{shard.root} is not shard {rank} of {count} of the set {root} (written from {index.get('source')}, "
+            f"set {index.get('shard_set')}): its manifest says shard {extra.get('shard')} of {extra.get('shards')}, "
+            f"set {extra.get('shard_set')}; a shard of another pack or split was copied in: write the shards again "
+            "with write_shards into an empty folder")
+    return shard
+
+
 def open_packed(spec: str | os.PathLike, rank: int = 0, world: int = 1) -> PackedDataset:
     """A packed dataset from a folder, or ``"synthetic:<size>"`` / ``"synthetic:<size>/<split>"``.
 
@@ -31,19 +73,10 @@ def open_packed(spec: str | os.PathLike, rank: int = 0, world: int = 1) -> Packe
     """
     text = str(spec)
     if not text.startswith(SYNTHETIC_PREFIX):
-        if not is_shard_set(text):
+        count = check_shard_count(text, world)
+        if count is None:
             return PackedDataset(text)
-        index = Path(text) / SHARDS_INDEX
-        try:
-            count = int(json.loads(index.read_text(encoding="utf-8"))["shards"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"{index}: unreadable shard index ({exc}); "
-                            "write the shards again with write_shards") from None
-        if count != world:
-            fix = "point data.path at the whole pack" if world == 1 else f"write {world} shards with write_shards"
-            raise UserError(f"data.path {text} holds {count} shards, one per process, but the run has {world} "
-                            f"process{'es' if world > 1 else ''}; start {count} processes with torchrun or {fix}")
-        return PackedDataset(Path(text) / shard_name(rank, count))
+        return _open_shard(Path(text), rank, count)
     from .synthetic import SIZES, synthetic_benchmark
 
     size, _, split = text[len(SYNTHETIC_PREFIX):].partition("/")

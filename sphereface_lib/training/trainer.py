@@ -11,31 +11,30 @@ learning rate, the head's lambda stepped every iteration, horizontal flip, (x - 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
 import os
 import queue
-import socket
-import sys
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from filelock import FileLock, Timeout
 from torch import Tensor, nn
 
 from ..backbones import create_backbone
-from ..data.packed import PackedDataset, atomic_write, atomic_write_text, remove_stale_temporaries
+from ..data.packed import Manifest, PackedDataset, atomic_write, atomic_write_text, remove_stale_temporaries
 from ..data.samplers import BatchSampler, create_sampler
-from ..data.sources import is_shard_set, open_packed
-from ..errors import UserError, storage_error
+from ..data.sources import check_shard_count, is_shard_set, open_packed
+from ..errors import OutputWriteError, UserError, storage_error
+from ..locking import writer_lock
 from ..losses import Head, LambdaSchedule, create_head
 from .config import ConfigError, TrainConfig
 
@@ -483,32 +482,12 @@ def _append(path: Path, text: str) -> None:
         os.close(fd)
 
 
-@contextmanager
-def run_lock(out: Path) -> Iterator[None]:
+def run_lock(out: Path) -> ContextManager[None]:
     """Hold ``out/.lock`` (with the owner's pid, host and start time in ``out/.lock.owner``) while the block
     runs; when another process holds it, raise :class:`RunDirBusy` naming that process."""
-    lock = FileLock(out / LOCK_NAME, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        try:
-            o = json.loads((out / OWNER_NAME).read_text())
-            owner = f"process {o['pid']} on host {o['host']} (started {o['started']}: {o['command']})"
-        except (OSError, ValueError, KeyError, TypeError):
-            owner = "another process"
-        raise RunDirBusy(
-            f"run.out_dir {out} is in use by {owner}; one run folder takes one writer: wait for that run to "
-            "end, or choose another run.out_dir") from None
-    except OSError as exc:
-        raise (storage_error(out / LOCK_NAME, exc) or exc) from exc
-    try:
-        atomic_write_text(out / OWNER_NAME, json.dumps({
-            "pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "command": " ".join(sys.argv)}) + "\n")
-        yield
-    finally:
-        (out / OWNER_NAME).unlink(missing_ok=True)
-        lock.release()
+    return writer_lock(out / LOCK_NAME, out / OWNER_NAME, f"run.out_dir {out}",
+                       "one run folder takes one writer: wait for that run to end, or choose another run.out_dir",
+                       RunDirBusy)
 
 
 def _prepare_out_dir(out: Path) -> None:
@@ -558,6 +537,7 @@ def train(config: TrainConfig, *, resume: bool = True) -> TrainResult:
     :class:`~sphereface_lib.errors.UserError` before the first iteration where they can be known; a NaN or
     infinite loss raises :class:`TrainingDiverged`.
     """
+    check_shard_count(config.data.path, int(os.environ.get("WORLD_SIZE", "1")))  # before gloo/NCCL start
     rank, world, local_rank, created_group = _distributed()
     device = resolve_device(config.run.device)
     if device.type == "cuda" and world > 1:
@@ -573,8 +553,51 @@ def train(config: TrainConfig, *, resume: bool = True) -> TrainResult:
             dist.destroy_process_group()
 
 
+def _data_signature(dataset: PackedDataset) -> tuple[Any, ...]:
+    """What every rank's pack must share for one model: image shape, identity count and names."""
+    names = hashlib.sha1("\n".join(dataset.identities).encode("utf-8")).hexdigest()[:16]
+    return (*dataset.manifest.image_shape, dataset.num_identities, names)
+
+
+def _open_data(config: TrainConfig, rank: int, world: int) -> PackedDataset:
+    """This rank's pack. With several processes every rank learns every rank's outcome: a pack one rank cannot
+    open, or one unlike rank 0's (another pack's shard, another copy), is one :class:`UserError` on every rank
+    before the model is built, not a hang or a DistributedDataParallel shape error."""
+    dataset: PackedDataset | None = None
+    error: UserError | None = None
+    try:
+        dataset = open_packed(config.data.path, rank, world)
+    except UserError as exc:
+        error = exc
+    if world == 1:
+        if error is not None:
+            raise error
+        return dataset
+    mine = (None if error is None else str(error), None if dataset is None else _data_signature(dataset),
+            None if dataset is None else str(dataset.root))
+    everyone: list[Any] = [None] * world
+    dist.all_gather_object(everyone, mine)
+    if error is not None:
+        raise error
+    for r, (message, _, _) in enumerate(everyone):
+        if message is not None:
+            raise UserError(f"rank {r} of {world}: {message}")
+    _, first, first_root = everyone[0]
+    for r, (_, signature, root) in enumerate(everyone):
+        if signature != first:
+            h, w, c, n = first[:4]
+            h2, w2, c2, n2 = signature[:4]
+            raise UserError(
+                f"data.path: rank {r} reads {root} ({h2}x{w2}x{c2} images of {n2} identities) "
+                f"but rank 0 reads {first_root} ({h}x{w}x{c}, {n} identities"
+                f"{', other identity names' if (h, w, c, n) == (h2, w2, c2, n2) else ''}); every process needs the "
+                "same pack, or its own shard of one pack: copy the same pack to every machine, or write the shards "
+                "again with write_shards")
+    return dataset
+
+
 def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, world: int) -> TrainResult:
-    dataset = open_packed(config.data.path, rank, world)
+    dataset = _open_data(config, rank, world)
     sharded = is_shard_set(config.data.path)
     manifest = dataset.manifest
     out = Path(config.run.out_dir)
@@ -586,15 +609,37 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, rank: int, w
         return _run(config, resume, device, rank, world, dataset, backbone, head, sampler, sharded)
 
 
-def _load_resume_state(config: TrainConfig, ckpt_path: Path, backbone: nn.Module, head: Head) -> dict[str, Any]:
+def _load_resume_state(config: TrainConfig, ckpt_path: Path, backbone: nn.Module, head: Head,
+                       manifest: Manifest) -> dict[str, Any]:
     """Read ``ckpt_path``, check that ``config`` may resume it and load its weights into backbone and head;
-    returns the parts the other ranks need (:data:`_RESUMED_KEYS`). A foreign or broken checkpoint raises
-    :class:`ConfigError` / :class:`RunFileError` naming it."""
+    returns the parts the other ranks need (:data:`_RESUMED_KEYS`). A foreign or broken checkpoint, one trained on
+    images of another shape or with non-finite weights raises :class:`ConfigError` / :class:`RunFileError`
+    naming it."""
     state, stored = read_checkpoint(ckpt_path)
     if _math_fields(stored) != _math_fields(config):
         raise ConfigError(
             f"{ckpt_path} was written by a different configuration; use another run.out_dir "
             "or start over with --no-resume (train(config, resume=False))")
+    trained = state["dataset"]
+    now = asdict(manifest)
+    shape = ("height", "width", "channels", "num_identities")
+    if not isinstance(trained, dict) or any(trained.get(k) != now[k] for k in shape):
+        def described(m: Any) -> str:
+            if not isinstance(m, dict):
+                return "unknown images"
+            return f"{m.get('height')}x{m.get('width')}x{m.get('channels')} images of {m.get('num_identities')} identities"
+        raise RunFileError(
+            f"{ckpt_path} was trained on {described(trained)}, but data.path {config.data.path} now holds "
+            f"{described(now)}: its model does not take these images (input channels, size or classes); point "
+            f"data.path at the pack it was trained on, or {_RESUME_FIX}")
+    bad = [f"{part}.{name}" for part in ("backbone", "head") for name, t in state[part].items()
+           if isinstance(t, Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise RunFileError(
+            f"{ckpt_path} holds non-finite weights (NaN or infinity in {', '.join(bad[:3])}"
+            f"{f' and {len(bad) - 3} more tensors' if len(bad) > 3 else ''}), so it cannot be resumed: delete it "
+            "and resume from an earlier copy of it, or start over with --no-resume (train(config, resume=False)) "
+            "or a new run.out_dir")
     try:
         backbone.load_state_dict(state["backbone"])
         head.load_state_dict(state["head"])
@@ -605,7 +650,7 @@ def _load_resume_state(config: TrainConfig, ckpt_path: Path, backbone: nn.Module
 
 
 def _resume_state(config: TrainConfig, resume: bool, ckpt_path: Path, backbone: nn.Module, head: Head,
-                  rank: int, world: int) -> dict[str, Any] | None:
+                  manifest: Manifest, rank: int, world: int) -> dict[str, Any] | None:
     """The checkpoint state to resume from (weights already loaded into backbone and head), or None to start
     at iteration 0. Only rank 0 reads its ``run.out_dir``; with several processes it broadcasts the state, so
     ranks on other machines (another or an empty ``run.out_dir``) resume in step, or its error, which every
@@ -614,7 +659,7 @@ def _resume_state(config: TrainConfig, resume: bool, ckpt_path: Path, backbone: 
     error: Exception | None = None
     if rank == 0 and resume and ckpt_path.is_file():
         try:
-            state = _load_resume_state(config, ckpt_path, backbone, head)
+            state = _load_resume_state(config, ckpt_path, backbone, head, manifest)
         except Exception as exc:  # re-raised below on rank 0, after the other ranks have been told
             error = exc
     if world > 1:
@@ -654,7 +699,7 @@ def _run(config: TrainConfig, resume: bool, device: torch.device, rank: int, wor
         logger.debug("training config:\n%s", config.to_yaml())
 
     optimizer = make_optimizer(backbone, head, config)
-    state = _resume_state(config, resume, ckpt_path, backbone, head, rank, world)
+    state = _resume_state(config, resume, ckpt_path, backbone, head, manifest, rank, world)
     start = int(state["iteration"]) if state is not None else 0
     if state is not None:
         torch.set_rng_state(state["rng_cpu"])
@@ -710,6 +755,10 @@ def _run(config: TrainConfig, resume: bool, device: torch.device, rank: int, wor
                 if rank == 0:
                     _atomic_torch_save(_checkpoint_state(config, manifest, done, backbone, head, optimizer), ckpt_path)
                 guard.last_checkpoint = done
+    except OutputWriteError as exc:  # disk full (or the like) mid-run: say where the run can resume from
+        since = (f"the checkpoint of iteration {guard.last_checkpoint}" if guard.last_checkpoint
+                 else "iteration 0 (no checkpoint was written yet)")
+        raise type(exc)(f"{exc}; then run the same command again: it resumes from {since}") from exc
     finally:
         loader.close()
         if bar is not None:
