@@ -274,13 +274,15 @@ class OfficialMarginLogits(torch.autograd.Function):
     def backward(ctx, grad_logits: Tensor) -> tuple[Tensor | None, ...]:
         features, weight, labels, lambda_value, norm, cos_y = ctx.saved_tensors
         grad_features = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_features = grad_logits @ weight
-            if ctx.m > 1:
-                grad_features = grad_features + _official_target_correction(
-                    grad_logits, features, weight, labels, lambda_value, norm, cos_y, ctx.m)
-        if ctx.needs_input_grad[1]:
-            grad_weight = grad_logits.t() @ features
+        # in float32 as the forward: torch.compile traces this backward inside the caller's autocast region
+        with float32_autocast_off(grad_logits):
+            if ctx.needs_input_grad[0]:
+                grad_features = grad_logits @ weight
+                if ctx.m > 1:
+                    grad_features = grad_features + _official_target_correction(
+                        grad_logits, features, weight, labels, lambda_value, norm, cos_y, ctx.m)
+            if ctx.needs_input_grad[1]:
+                grad_weight = grad_logits.t() @ features
         return grad_features, grad_weight, None, None, None
 
 
