@@ -5,7 +5,9 @@ Notation of the paper: features x, class weights W_j, theta_j the angle between 
 * :class:`Softmax`          logits W_j^T x + b_j                          (Eq. 1)
 * :class:`ModifiedSoftmax`  ||W_j|| = 1, b_j = 0: logits ||x|| cos theta_j  (Eq. 4-5)
 * :class:`ASoftmax`         target logit ||x|| psi(theta_y), psi of Eq. 7, annealed with lambda as the
-                            official implementation does; other logits ||x|| cos theta_j.
+                            official implementation does; other logits ||x|| cos theta_j. By default it
+                            back-propagates the official Caffe layer's gradient, not Eq. 7's
+                            (:class:`OfficialMarginLogits`).
 """
 
 from __future__ import annotations
