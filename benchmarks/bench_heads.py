@@ -1,11 +1,13 @@
 """Normalized heads' time and memory: our A-Softmax and CosFace against a plain "normalize both, then linear"
-reference written here (issue 18.2), forward + backward at batch 256, 512-d features, 1k / 10k / 85,742 classes.
+reference written here (issue 18.2), forward + backward at batch 256, 512-d features, 1k / 10k / 85,742 classes;
+and A-Softmax's official (Caffe) gradient against its exact autograd gradient (issue 24.1).
 
 Each measurement runs in a fresh subprocess (contenders alternate, ``--rounds`` times): after the head, the
 features and the labels exist, the peak resident memory is reset (``/proc/self/clear_refs`` 5) and the
 forward + backward pass runs; peak extra memory = VmHWM - VmRSS before (torch's CPU allocations are invisible
 to tracemalloc; the kernel's high-water mark sees every page). Time = median of ``--iters`` passes after one
-warm-up. Ratios are ours / reference (below 1: ours is faster or smaller). Linux only (procfs).
+warm-up. Ratios are ours / reference (below 1: ours is faster or smaller); the last line per class count is
+A-Softmax gradient="official" / gradient="exact". Linux only (procfs).
 
     python benchmarks/bench_heads.py                    # 1k 10k 85742 classes, 2 rounds
     python benchmarks/bench_heads.py --classes 1000 --rounds 1
@@ -24,7 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout this file is in
 
-CONTENDERS = ("asoftmax", "cosface", "reference")
+CONTENDERS = ("asoftmax", "asoftmax_exact", "cosface", "reference")
+HEAD_ARGS = {"asoftmax": ("asoftmax", {"m": 4}), "asoftmax_exact": ("asoftmax", {"m": 4, "gradient": "exact"}),
+             "cosface": ("cosface", {})}
 BATCH, FEAT = 256, 512
 
 
@@ -55,7 +59,8 @@ def child(name: str, classes: int, iters: int) -> dict:
     else:
         from sphereface_lib.losses import create_head
 
-        head = create_head(name, FEAT, classes, **({"m": 4} if name == "asoftmax" else {}))
+        head_name, kwargs = HEAD_ARGS[name]
+        head = create_head(head_name, FEAT, classes, **kwargs)
         head.update(20000)
 
         def loss_fn() -> torch.Tensor:
@@ -101,13 +106,17 @@ def main() -> None:
                                       str(args.iters)], capture_output=True, text=True, check=True, cwd=ROOT)
                 got[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
         ref = got["reference"]
-        for name in ("asoftmax", "cosface"):
+        for name in ("asoftmax", "asoftmax_exact", "cosface"):
             t = [r["seconds"] / q["seconds"] for r, q in zip(got[name], ref)]
             mem = [r["extra_mib"] / q["extra_mib"] for r, q in zip(got[name], ref)]
-            print(f"{classes:>6} classes, batch {BATCH}: {name:8s} {statistics.median(r['seconds'] for r in got[name]):.3f} s, "
+            print(f"{classes:>6} classes, batch {BATCH}: {name:14s} {statistics.median(r['seconds'] for r in got[name]):.3f} s, "
                   f"{statistics.median(r['extra_mib'] for r in got[name]):6.0f} MiB extra | reference "
                   f"{statistics.median(q['seconds'] for q in ref):.3f} s, {statistics.median(q['extra_mib'] for q in ref):6.0f} "
                   f"MiB | time ratio {min(t):.2f}-{max(t):.2f}, memory ratio {min(mem):.2f}-{max(mem):.2f}", flush=True)
+        t = [o["seconds"] / e["seconds"] for o, e in zip(got["asoftmax"], got["asoftmax_exact"])]
+        mem = [o["extra_mib"] / e["extra_mib"] for o, e in zip(got["asoftmax"], got["asoftmax_exact"])]
+        print(f"{classes:>6} classes, batch {BATCH}: asoftmax gradient official / exact: time ratio "
+              f"{min(t):.2f}-{max(t):.2f}, memory ratio {min(mem):.2f}-{max(mem):.2f}", flush=True)
 
 
 if __name__ == "__main__":

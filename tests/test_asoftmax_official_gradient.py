@@ -176,6 +176,24 @@ def test_compiled_forward_and_backward_equal_eager() -> None:
     torch.testing.assert_close(compiled[2].double(), ref_w, rtol=1e-5, atol=1e-6)
 
 
+def test_compiled_under_autocast_keeps_the_backward_in_float32() -> None:
+    """torch.compile traces a backward inside the caller's autocast region (torch 2.13's default
+    backward_pass_autocast="same_as_forward"): the official backward must still run in float32, as eagerly."""
+    torch.manual_seed(6)
+    head = ASoftmax(32, 8, m=4)
+    x, y = torch.randn(32, 32) * 10, torch.arange(8).repeat_interleave(4)
+    top_diff = torch.randn(32, 8)
+    features = x.clone().requires_grad_()
+    eager = torch.autograd.grad(head(features, y), (features, head.weight), top_diff)
+    compiled_head = torch.compile(head, fullgraph=True)
+    features = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = compiled_head(features, y)
+    compiled = torch.autograd.grad(logits, (features, head.weight), top_diff)
+    for got, want in zip(compiled, eager):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_bf16_autocast_gives_finite_float32_computed_gradients() -> None:
     torch.manual_seed(3)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from sphereface_lib import create_backbone, create_head, list_backbones, list_heads
 from sphereface_lib.evaluation import extract_features
 from sphereface_lib.training import load_checkpoint, train
+from test_asoftmax_official_gradient import caffe_backward
 from test_training_data import make_patterns, tiny_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -56,6 +57,24 @@ def test_every_head_is_finite_on_zero_features_on_gpu(name: str) -> None:
             return
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+def test_asoftmax_official_gradient_on_gpu_equals_the_caffe_backward(m: int) -> None:
+    """gradient="official" on CUDA, eager and compiled, under bf16 autocast: the float64 port of Caffe's
+    Backward_cpu on the same (float32) inputs."""
+    x, y = _batch()
+    head = create_head("asoftmax", 32, 8, m=m).cuda()
+    head.update(50)
+    top_diff = torch.randn(len(y), 8)
+    want_x, want_w = caffe_backward(top_diff, x, head.weight.detach().cpu(), y, float(head.lambda_value), m)
+    for forward in (head, torch.compile(head, fullgraph=True)):
+        xg = x.cuda().requires_grad_()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = forward(xg, y.cuda())
+        got_x, got_w = torch.autograd.grad(logits, (xg, head.weight), top_diff.cuda())
+        torch.testing.assert_close(got_x.double().cpu(), want_x, rtol=1e-4, atol=1e-4 * float(want_x.abs().max()))
+        torch.testing.assert_close(got_w.double().cpu(), want_w, rtol=1e-4, atol=1e-4 * float(want_w.abs().max()))
 
 
 @pytest.mark.parametrize("name", list_backbones())

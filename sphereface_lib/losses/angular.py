@@ -5,7 +5,9 @@ Notation of the paper: features x, class weights W_j, theta_j the angle between 
 * :class:`Softmax`          logits W_j^T x + b_j                          (Eq. 1)
 * :class:`ModifiedSoftmax`  ||W_j|| = 1, b_j = 0: logits ||x|| cos theta_j  (Eq. 4-5)
 * :class:`ASoftmax`         target logit ||x|| psi(theta_y), psi of Eq. 7, annealed with lambda as the
-                            official implementation does; other logits ||x|| cos theta_j.
+                            official implementation does; other logits ||x|| cos theta_j. By default it
+                            back-propagates the official Caffe layer's gradient, not Eq. 7's
+                            (:class:`OfficialMarginLogits`).
 """
 
 from __future__ import annotations
@@ -274,13 +276,15 @@ class OfficialMarginLogits(torch.autograd.Function):
     def backward(ctx, grad_logits: Tensor) -> tuple[Tensor | None, ...]:
         features, weight, labels, lambda_value, norm, cos_y = ctx.saved_tensors
         grad_features = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_features = grad_logits @ weight
-            if ctx.m > 1:
-                grad_features = grad_features + _official_target_correction(
-                    grad_logits, features, weight, labels, lambda_value, norm, cos_y, ctx.m)
-        if ctx.needs_input_grad[1]:
-            grad_weight = grad_logits.t() @ features
+        # in float32 as the forward: torch.compile traces this backward inside the caller's autocast region
+        with float32_autocast_off(grad_logits):
+            if ctx.needs_input_grad[0]:
+                grad_features = grad_logits @ weight
+                if ctx.m > 1:
+                    grad_features = grad_features + _official_target_correction(
+                        grad_logits, features, weight, labels, lambda_value, norm, cos_y, ctx.m)
+            if ctx.needs_input_grad[1]:
+                grad_weight = grad_logits.t() @ features
         return grad_features, grad_weight, None, None, None
 
 
