@@ -9,7 +9,8 @@ synthetic benchmark) at each ``--widths``, in one process with ``--threads`` int
   (no loader, no loss bookkeeping, no metrics rows, no checkpoint).
 
 overhead = loop time per iteration / bare step time (1.0: the loop adds nothing); start-up = wall time - the time
-of all the loop's windows (imports, model and optimizer creation, the loader, the checkpoint). The last line printed is one JSON object.
+of all the loop's windows (imports, model and optimizer creation, the loader, the checkpoint).
+The last line printed is one JSON object.
 """
 
 from __future__ import annotations

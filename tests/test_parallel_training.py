@@ -48,7 +48,8 @@ def test_a_workers_mistake_comes_back_as_one_error_line(data: Path, tmp_path: Pa
     bad = _config(data, **{"head.kwargs": "{m: 7}"})
 
     def main(argv: object) -> int:
-        train_cached_many([_config(data, optim__iterations=2, optim__lr_steps="[1]"), bad], tmp_path / "cache", workers=2)
+        good = _config(data, optim__iterations=2, optim__lr_steps="[1]")
+        train_cached_many([good, bad], tmp_path / "cache", workers=2)
         return 0
 
     assert run_command(main) == 2
