@@ -27,7 +27,7 @@ from ..data.synthetic import synthetic_benchmark
 from ..evaluation import FoldAccuracy, MegaFaceResult, extract_features, k_fold_accuracy, megaface_evaluate
 from ..evaluation import video_features, ytf_10fold
 from ..losses import LambdaSchedule
-from ..training import TrainConfig, TrainResult, train_cached
+from ..training import TrainConfig, TrainResult, train_cached, train_missing
 
 PROJECT_ROOT = project_root()
 
@@ -284,6 +284,14 @@ def train_row(bench: Benchmark, row: str, recipe: Recipe, seed: int, cache_dir: 
     return train_cached(train_config(bench, row, recipe, seed, head_kwargs), resolve_path(cache_dir) / "models")
 
 
+def train_rows(bench: Benchmark, rows: Sequence[str], seeds: Sequence[int], recipe: Recipe,
+               cache_dir: str | Path) -> None:
+    """Train the models of every (row, seed) missing from ``<cache_dir>/models``, side by side (one process per
+    core, fixed threads: the same bits as :func:`train_row` alone)."""
+    train_missing([train_config(bench, row, recipe, seed) for row in rows for seed in seeds],
+                  resolve_path(cache_dir) / "models")
+
+
 # ----------------------------------------------------------------------------------------- evaluation
 
 
@@ -331,6 +339,7 @@ def verification_table(bench: Benchmark, rows: Sequence[str], seeds: Sequence[in
     protocol (column ``<protocol>_folds``: what the paired statistics use)."""
     if not seeds:
         raise ExperimentError("seeds must name at least one seed, e.g. seeds = [0, 1]")
+    train_rows(bench, rows, seeds, recipe, cache_dir)
     out = []
     for row in rows:
         for seed in seeds:

@@ -2,11 +2,13 @@
 
 An entry is a run folder ``<cache_dir>/<key>/`` (checkpoint, metrics log, ``done.json``) where the key
 hashes what changes the trained weights: the config (all of it except where the run writes and whether it
-draws a progress bar), the dataset manifest, the library's source (every ``.py`` file, see
-:func:`~sphereface_lib.fingerprint.library_fingerprint`) and torch's version. A file lock serializes
-processes that race for the same entry: the first trains, the others wait and then load. A run killed half
-way resumes from its last checkpoint on the next call; an entry that cannot be read is moved aside
-(``<key>.corrupt-<n>``, with a warning) and trained again.
+draws a progress bar), the dataset manifest, the source of the modules training depends on
+(:func:`~sphereface_lib.fingerprint.training_fingerprint`), torch's version, and how many processes and CPU threads
+train it. On the CPU a cached model trains with :data:`CACHE_THREADS` intra-op threads however it is asked for,
+alone or beside others (``training/parallel.py``), so its bits do not depend on what ran beside it. A file lock
+serializes processes that race for the same entry: the first trains, the others wait and then load. A run killed
+half way resumes from its last checkpoint on the next call; an entry that cannot be read, or that holds the model
+of another config than its key's, is moved aside (``<key>.corrupt-<n>``, with a warning) and trained again.
 
 On a machine with several GPUs the cache trains each model data-parallel, one ``torchrun`` process per GPU
 (``$SPHEREFACE_TRAIN_PROCESSES`` sets the count, also on CPU with gloo): the notebooks of the paper profile
@@ -22,7 +24,9 @@ import logging
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator, NamedTuple
 
 import torch
 from filelock import FileLock
@@ -30,7 +34,7 @@ from filelock import FileLock
 from ..data.packed import Manifest, atomic_write_text
 from ..data.sources import open_packed
 from ..errors import UserError
-from ..fingerprint import library_fingerprint
+from ..fingerprint import training_fingerprint
 from .config import ConfigError, TrainConfig
 from .trainer import (CHECKPOINT_NAME, RunFileError, TrainingDiverged, TrainResult, load_checkpoint, read_checkpoint,
                       resolve_device, train)
@@ -38,22 +42,58 @@ from .trainer import (CHECKPOINT_NAME, RunFileError, TrainingDiverged, TrainResu
 DONE_NAME = "done.json"
 PROCESSES_ENV = "SPHEREFACE_TRAIN_PROCESSES"
 TORCHRUN_LOG = "torchrun.log"
+#: intra-op threads of a cached model trained by one CPU process: fixed, so that its bits are the same whether it
+#: trained alone or beside other models in a pool of worker processes (one per core, training/parallel.py)
+CACHE_THREADS = 1
 
 logger = logging.getLogger(__name__)
 
 
-def cache_key(config: TrainConfig, manifest: Manifest, processes: int = 1) -> str:
-    """Hex digest identifying the trained model ``config`` produces on the dataset of ``manifest`` with this
-    library's source and this torch, trained by ``processes`` data-parallel processes."""
+def _model_config(config: TrainConfig) -> dict[str, Any]:
+    """The config as the key sees it: all of it except where the run writes and whether it draws a progress bar."""
     d = config.to_dict()
     d["run"].pop("out_dir")
     d["run"].pop("progress")
-    parts = {"config": d, "dataset": dataclasses.asdict(manifest), "library": library_fingerprint(),
-             "torch": str(torch.__version__)}
+    return d
+
+
+def key_inputs(config: TrainConfig, manifest: Manifest, processes: int = 1, threads: int | None = None
+               ) -> dict[str, Any]:
+    """What :func:`cache_key` hashes (stored in an entry's ``done.json``)."""
+    parts: dict[str, Any] = {"config": _model_config(config), "dataset": dataclasses.asdict(manifest),
+                             "library": training_fingerprint(), "torch": str(torch.__version__)}
     if processes > 1:  # the batch is split and its gradients reduced across processes: other last bits
         parts["processes"] = processes
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    if threads is not None:  # a CPU reduction split between threads sums in another order: other last bits
+        parts["threads"] = threads
+    return parts
+
+
+def cache_key(config: TrainConfig, manifest: Manifest, processes: int = 1, threads: int | None = None) -> str:
+    """Hex digest identifying the trained model ``config`` produces on the dataset of ``manifest`` with this
+    library's training source and this torch, trained by ``processes`` data-parallel processes with ``threads``
+    intra-op threads each (None: not fixed by the cache, as on a GPU)."""
+    blob = json.dumps(key_inputs(config, manifest, processes, threads), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+class CachePlan(NamedTuple):
+    """How the cache trains a config: its key, dataset manifest, device, process count and CPU thread count."""
+
+    key: str
+    manifest: Manifest
+    device: torch.device
+    processes: int
+    threads: int | None
+
+
+def cache_plan(config: TrainConfig) -> CachePlan:
+    """The entry ``config`` trains into and how (one CPU process: :data:`CACHE_THREADS` threads)."""
+    manifest = open_packed(config.data.path).manifest
+    device = resolve_device(config.run.device)
+    processes = training_processes(config, device)
+    threads = CACHE_THREADS if device.type == "cpu" and processes == 1 else None
+    return CachePlan(cache_key(config, manifest, processes, threads), manifest, device, processes, threads)
 
 
 def training_processes(config: TrainConfig, device: torch.device) -> int:
@@ -110,6 +150,41 @@ def _set_aside(entry: Path, exc: Exception) -> None:
     logger.warning("model cache: %s cannot be read (%s); moved it to %s and training it again", entry, exc, aside)
 
 
+def _differences(stored: Any, asked: Any, prefix: str = "") -> list[str]:
+    """``key: stored (asked: value)`` for each leaf where two config dicts differ."""
+    if isinstance(stored, dict) and isinstance(asked, dict):
+        return [d for k in sorted(set(stored) | set(asked), key=str)
+                for d in _differences(stored.get(k), asked.get(k), f"{prefix}{k}.")]
+    return [] if stored == asked else [f"{prefix[:-1]}: {stored!r} (asked: {asked!r})"]
+
+
+def _load_entry(entry: Path, config: TrainConfig, device: torch.device) -> TrainResult:
+    """The model of a finished entry, checked against the config asked for: an entry holding another config's
+    model (or a run stopped early) raises :class:`RunFileError`, like an unreadable one."""
+    result = load_checkpoint(entry, device)
+    differ = _differences(_model_config(result.config), _model_config(config))
+    if result.iteration != config.optim.iterations:
+        differ.append(f"iteration {result.iteration} (asked: {config.optim.iterations})")
+    if differ:
+        raise RunFileError(f"{entry} holds the model of another config than its key's: {'; '.join(differ[:3])}"
+                           f"{'; ...' if len(differ) > 3 else ''}")
+    return result
+
+
+@contextmanager
+def _intra_op_threads(threads: int | None) -> Iterator[None]:
+    """Run the body with ``threads`` torch intra-op threads (None: as they are), restored afterwards."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _train(run: TrainConfig, processes: int, device: torch.device) -> TrainResult:
     if processes == 1:
         return train(run)
@@ -123,31 +198,29 @@ def _train(run: TrainConfig, processes: int, device: torch.device) -> TrainResul
 def train_cached(config: TrainConfig, cache_dir: str | os.PathLike) -> TrainResult:
     """The model ``config`` trains (eval mode) with its metrics log: loaded from ``cache_dir`` when a
     previous call trained it, trained (and stored) otherwise. Safe when several processes race."""
-    manifest = open_packed(config.data.path).manifest
-    device = resolve_device(config.run.device)
-    processes = training_processes(config, device)
-    key = cache_key(config, manifest, processes)
+    plan = cache_plan(config)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    entry = cache_dir / key
+    entry = cache_dir / plan.key
     done = entry / DONE_NAME
     if done.is_file():
         try:
-            return load_checkpoint(entry, device)
+            return _load_entry(entry, config, plan.device)
         except (RunFileError, FileNotFoundError):
             pass  # set aside below, under the lock
-    with FileLock(cache_dir / f"{key}.lock"):
+    with FileLock(cache_dir / f"{plan.key}.lock"):
         if done.is_file():  # another process finished it while we waited, or the entry is broken
             try:
-                return load_checkpoint(entry, device)
+                return _load_entry(entry, config, plan.device)
             except (RunFileError, FileNotFoundError) as exc:
                 _set_aside(entry, exc)
         run = dataclasses.replace(config, run=dataclasses.replace(config.run, out_dir=str(entry)))
-        try:
-            result = _train(run, processes, device)
-        except RunFileError as exc:  # a killed entry whose checkpoint or log cannot be read
-            _set_aside(entry, exc)
-            result = _train(run, processes, device)
-        atomic_write_text(done, json.dumps({"key": key, "config": result.config.to_dict(),
-                                            "dataset": dataclasses.asdict(manifest)}, indent=2) + "\n")
+        with _intra_op_threads(plan.threads):
+            try:
+                result = _train(run, plan.processes, plan.device)
+            except RunFileError as exc:  # a killed entry whose checkpoint or log cannot be read
+                _set_aside(entry, exc)
+                result = _train(run, plan.processes, plan.device)
+        stored = {"key": plan.key, **key_inputs(result.config, plan.manifest, plan.processes, plan.threads)}
+        atomic_write_text(done, json.dumps(stored, indent=2) + "\n")
         return result
