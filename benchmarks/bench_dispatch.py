@@ -1,4 +1,5 @@
-"""What pinning the CPU dispatch costs: the runner's pins (``provenance.DISPATCH_PINS``) against none.
+"""What pinning the CPU dispatch costs: the runner's pins (``provenance.DISPATCH_PINS``) against none, and the
+pins with oneDNN's convolutions turned off.
 
 Each setting runs in its own subprocess (the variables are read when torch, MKL and oneDNN load), the
 settings interleaved over ``--rounds`` rounds so that a load change on the machine hits all of them. On a
@@ -37,6 +38,9 @@ SETTINGS: dict[str, dict[str, str]] = {
     "onednn only": {"ONEDNN_MAX_CPU_ISA": DISPATCH_PINS["ONEDNN_MAX_CPU_ISA"]},
     "mkl only": {"MKL_CBWR": DISPATCH_PINS["MKL_CBWR"]},
     "pinned": dict(DISPATCH_PINS),
+    # oneDNN's convolutions pick their blocking from cache sizes and core counts, so trained models differ across
+    # CPU vendors even with every pin (README): what turning them off would cost (torch.backends.mkldnn)
+    "pinned, oneDNN off": {**DISPATCH_PINS, "BENCH_ONEDNN_OFF": "1"},
 }
 
 
@@ -59,6 +63,7 @@ def child(steps: int, gemms: int, threads: int) -> dict[str, float]:
     from sphereface_lib import create_backbone, create_head
 
     torch.set_num_threads(threads)
+    torch.backends.mkldnn.enabled = os.environ.get("BENCH_ONEDNN_OFF") != "1"
     torch.manual_seed(0)
     model = create_backbone("sphereface20", input_size=(56, 48), width=0.125)
     head = create_head("asoftmax", 512, 100, m=4)
@@ -82,7 +87,7 @@ def child(steps: int, gemms: int, threads: int) -> dict[str, float]:
 
 def run_setting(extra: dict[str, str], steps: int, gemms: int, threads: int) -> dict[str, float]:
     """:func:`child` in a fresh interpreter whose environment has exactly ``extra`` among the pins."""
-    env = {k: v for k, v in os.environ.items() if k not in DISPATCH_PINS}
+    env = {k: v for k, v in os.environ.items() if k not in DISPATCH_PINS and k != "BENCH_ONEDNN_OFF"}
     env.update(extra)
     out = subprocess.run(
         [sys.executable, __file__, "--child", "--steps", str(steps), "--gemms", str(gemms),
@@ -110,10 +115,10 @@ def main() -> None:
     ref = {w: statistics.median(t[w] for t in times["unpinned"]) for w in ("train", "gemm")}
     print(f"pins: {' '.join(f'{k}={v}' for k, v in DISPATCH_PINS.items())}; {args.threads} thread(s), "
           f"CPU time, median of {args.rounds} rounds")
-    print(f"{'setting':<12} {'ATen':<8} {'train step':>11} {'ratio':>6} {'1024 GEMM':>10} {'ratio':>6}")
+    print(f"{'setting':<18} {'ATen':<8} {'train step':>11} {'ratio':>6} {'1024 GEMM':>10} {'ratio':>6}")
     for name, runs in times.items():
         med = {w: statistics.median(t[w] for t in runs) for w in ("train", "gemm")}
-        print(f"{name:<12} {runs[0]['capability']:<8} {med['train'] * 1e3:8.1f} ms {med['train'] / ref['train']:6.2f} "
+        print(f"{name:<18} {runs[0]['capability']:<8} {med['train'] * 1e3:8.1f} ms {med['train'] / ref['train']:6.2f} "
               f"{med['gemm'] * 1e3:7.2f} ms {med['gemm'] / ref['gemm']:6.2f}")
 
 
