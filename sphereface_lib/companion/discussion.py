@@ -72,8 +72,8 @@ def scale_notes(real_data: bool = False, training: Training | None = None) -> di
     return {
         "data": REAL_DATA_NOTE if real_data else SYNTHETIC_NOTE,
         "cpu": f"CPU-sized networks ({training.network}) are far from {PAPER_VERIFICATION_TRAINING}",
-        "runs": (f"{_runs(training.runs)} per row and 10 folds resolve differences of a few tenths of a point at "
-                 "best; many of the paper's gaps are of that size"),
+        "runs": (f"{_runs(training.runs)} per row, over the protocol's folds or probe identities, resolve "
+                 "differences of a few tenths of a point at best; many of the paper's gaps are of that size"),
     }
 
 
