@@ -217,12 +217,13 @@ def seed_intervals(table: pd.DataFrame, by: str | Sequence[str], metric: str,
 
 
 def _interval_label(n: Sequence[int]) -> str:
-    """Legend text for the whiskers of means over ``n`` seeds."""
+    """Legend text for the whiskers of :func:`seed_intervals` at the default confidence, means over ``n`` seeds."""
     counts = sorted(set(int(k) for k in n))
     if counts == [1]:
         return "one seed: no interval"
     seeds = " or ".join(map(str, counts))
-    return f"whiskers: 95% t interval of the mean over {seeds} seeds" + (" (none for one seed)" if 1 in counts else "")
+    return (f"whiskers: {statistics.CONFIDENCE:.0%} t interval of the mean over {seeds} seeds"
+            + (" (none for one seed)" if 1 in counts else ""))
 
 
 def plot_accuracy_vs(table: pd.DataFrame, x: str, metrics: Sequence[str], hue: str | None = None,
