@@ -87,7 +87,8 @@ def test_bar_whiskers_are_the_stated_interval_and_one_seed_has_none() -> None:
     ends = np.array(sorted((s[0][0], s[1][0]) for s in whiskers.get_segments()))
     expected = figures.seed_intervals(table, "row", "lfw").dropna()
     assert len(expected) == 2  # the one-seed row draws no whisker
-    np.testing.assert_allclose(ends, sorted(zip(expected["mean"] - expected["half"], expected["mean"] + expected["half"])))
+    low, high = expected["mean"] - expected["half"], expected["mean"] + expected["half"]
+    np.testing.assert_allclose(ends, sorted(zip(low, high)))
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "whiskers: 95% t interval of the mean over 1 or 3 seeds (none for one seed)" in legend
     assert "bar: mean over seeds" in legend
@@ -105,7 +106,8 @@ def test_the_forest_plot_legend_covers_nothing_and_takes_any_outcome() -> None:
     ax = fig.axes[0]
     legend = ax.get_legend()
     assert not _overlaps(legend.get_window_extent(), ax.get_window_extent())
-    assert {t.get_text() for t in legend.get_texts()} == {"contradicted", "inconclusive", "reproduced", "paper (Table 3)"}
+    shown = {t.get_text() for t in legend.get_texts()}
+    assert shown == {"contradicted", "inconclusive", "reproduced", "paper (Table 3)"}
     assert legend.get_window_extent().x1 <= fig.bbox.x1 + 1
 
     class Untested:  # an outcome the statistics may add (e.g. one run: no verdict)

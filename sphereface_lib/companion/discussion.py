@@ -21,7 +21,8 @@ REAL_DATA_NOTE = ("a real set smaller than the paper's (CASIA-WebFace: 494k imag
                   "intervals are wide")
 #: the data notes of the feature studies (02, 03: a few identities, features of 2 or 3 dimensions)
 SYNTHETIC_FEATURES_NOTE = ("the built-in synthetic faces are cleaner and more alike within an identity than the "
-                           "paper's CASIA-WebFace images, so even a head without a margin can separate a few identities")
+                           "paper's CASIA-WebFace images, so even a head without a margin can separate a few "
+                           "identities")
 REAL_FEATURES_NOTE = ("the identities of a real set smaller than CASIA-WebFace hold fewer images each: the network "
                       "has less to learn from and the bootstrap fewer test images")
 

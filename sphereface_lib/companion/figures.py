@@ -130,8 +130,10 @@ def plot_own_angle_histograms(panels: dict[str, np.ndarray], bins: int = 36) -> 
     for colour, (title, theta) in zip(sns.color_palette("deep", len(panels)), panels.items()):
         sns.histplot(theta, bins=edges, stat="density", element="step", fill=False, color=colour, label=title, ax=ax)
     beyond = int((pooled > upper).sum())
-    note = f"\n({beyond} of {pooled.size} angles beyond {upper:g}, up to {pooled.max():.0f} degrees, not drawn)" if beyond else ""
-    ax.set_xlabel(f"angle to own class weight theta_y (degrees){note}")
+    label = "angle to own class weight theta_y (degrees)"
+    if beyond:
+        label += f"\n({beyond} of {pooled.size} angles beyond {upper:g}, up to {pooled.max():.0f} degrees, not drawn)"
+    ax.set_xlabel(label)
     ax.set_xlim(0, upper)
     ax.legend(fontsize=9)
     fig.tight_layout()
