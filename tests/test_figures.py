@@ -76,6 +76,8 @@ def test_without_a_baseline_the_levels_are_drawn_as_they_are() -> None:
     ax = figures.plot_accuracy_vs(table, "m", ["lfw"], paper=PAPER).axes[0]
     np.testing.assert_allclose(_line(ax, "ours: mean of seeds"), table.groupby("m")["lfw"].mean().to_numpy())
     np.testing.assert_allclose(_line(ax, "paper (typed)"), list(PAPER["lfw"].values()))
+    elsewhere = figures.plot_accuracy_vs(table, "m", ["lfw"], paper={"lfw": {64: 99.42}})  # no m = 64 drawn
+    assert "paper (typed)" not in [t.get_text() for t in elsewhere.legends[0].get_texts()]
 
 
 def test_bar_whiskers_are_the_stated_interval_and_one_seed_has_none() -> None:
@@ -110,10 +112,11 @@ def test_the_forest_plot_legend_covers_nothing_and_takes_any_outcome() -> None:
     assert shown == {"contradicted", "inconclusive", "reproduced", "paper (Table 3)"}
     assert legend.get_window_extent().x1 <= fig.bbox.x1 + 1
 
-    class Untested:  # an outcome the statistics may add (e.g. one run: no verdict)
-        effect, low, high, outcome = 0.2, -0.1, 0.5, "not tested: one run"
+    class OneRun:  # an interval above 0 from one training run: its verdict is no verdict
+        effect, low, high, outcome, verdict = 0.4, 0.1, 0.7, "reproduced", "not tested: one run"
 
-    figures.plot_effects({"claim": Untested()})
+    untested = figures.plot_effects({"claim": OneRun()}).axes[0].get_legend()
+    assert [t.get_text() for t in untested.get_texts()] == ["not tested: one run"]
 
 
 def test_the_sphere_legend_sits_under_the_panels() -> None:

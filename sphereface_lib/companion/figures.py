@@ -254,9 +254,9 @@ def plot_accuracy_vs(table: pd.DataFrame, x: str, metrics: Sequence[str], hue: s
             ax.plot(points[x], points["mean"], color=colour, marker="o", label=f"{label}: mean of seeds")
             spread = points[points["half"].notna()]
             ax.errorbar(spread[x], spread["mean"], yerr=spread["half"], fmt="none", ecolor=colour, capsize=4)
-        if typed:
+        xs = [v for v in values if v in typed]
+        if xs:
             reference = typed.get(baseline, np.nan) if baseline is not None else 0.0
-            xs = [v for v in values if v in typed]
             ax.plot(xs, [typed[v] - reference for v in xs], "kx--", lw=0.8, ms=8, label="paper (typed)")
         if baseline is not None:
             ax.axhline(0.0, color="black", lw=0.8)
@@ -319,15 +319,17 @@ _OUTCOME_COLOURS = {"reproduced": "tab:green", "inconclusive": "tab:grey", "cont
 
 def plot_effects(effects: Mapping[str, object], paper: Mapping[str, float] | None = None,
                  xlabel: str = "effect (accuracy points)", title: str = "", paper_label: str = "paper") -> Figure:
-    """Each claim's effect with its interval (``companion.statistics.Estimate``), coloured by outcome (any
-    outcome beyond the three in purple), with the paper's effect as an x mark (labelled ``paper_label``) where
-    ``paper`` gives one; 0 is the line a claim must clear. The legend sits right of the axes, over nothing."""
+    """Each claim's effect with its interval (``companion.statistics.Estimate``), coloured by its verdict (the
+    estimate's ``verdict`` where it has one, e.g. "not tested: one run", else its ``outcome``; any beyond the three
+    outcomes in purple), with the paper's effect as an x mark (labelled ``paper_label``) where ``paper`` gives
+    one; 0 is the line a claim must clear. The legend sits right of the axes, over nothing."""
     names = list(effects)
     fig, ax = plt.subplots(figsize=(9.0, 0.45 * len(names) + 1.4))
     for i, name in enumerate(names):
         e = effects[name]
+        verdict = getattr(e, "verdict", e.outcome)
         ax.errorbar(e.effect, i, xerr=[[e.effect - e.low], [e.high - e.effect]], fmt="o", capsize=4,
-                    color=_OUTCOME_COLOURS.get(e.outcome, "tab:purple"), label=e.outcome)
+                    color=_OUTCOME_COLOURS.get(verdict, "tab:purple"), label=verdict)
         if paper and name in paper:
             ax.plot(paper[name], i, "kx", ms=8, label=paper_label)
     ax.axvline(0.0, color="black", lw=0.8)
