@@ -62,7 +62,9 @@ def test_the_scale_is_the_runs_own() -> None:
     assert "3-d features" in three_d and "30 iterations" in three_d
     verification = "; ".join(scale_notes(training=VERIFICATION).values())
     assert "sphereface10 at 0.125 width, 64-d features, 1,000 iterations" in verification
-    assert "3 training runs per row" in verification
+    assert "3 training runs per row, over the protocol's folds or probe identities, resolve differences" in verification
+    one = "; ".join(scale_notes(training=Training("sphereface4", 0.125, 32, 10, 1)).values())
+    assert "one training run per row, over the protocol's folds or probe identities, resolves differences" in one
 
 
 def test_a_notebook_that_trains_nothing_gets_no_scale_notes() -> None:

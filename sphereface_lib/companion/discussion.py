@@ -12,8 +12,8 @@ from .reproduce import Claim, outcome_counts
 PAPER_VERIFICATION_TRAINING = ("the paper's 28k iterations of SphereFace-64 at full width (512-d features) on "
                                "CASIA-WebFace's 494k images")
 #: why a verification claim may be inconclusive or contradicted on the built-in synthetic faces
-SYNTHETIC_NOTE = ("the built-in synthetic faces are an easier, cleaner task than CASIA-WebFace -> LFW/YTF "
-                  "(softmax alone is already near its ceiling), so there is less room for a margin to help")
+SYNTHETIC_NOTE = ("the built-in synthetic faces are an easier, cleaner task than the paper's (CASIA-WebFace for "
+                  "training; LFW, YTF and MegaFace for testing), so there is less room for a margin to help")
 #: replaces :data:`SYNTHETIC_NOTE` when a verification notebook ran on a real-data folder (``data`` set)
 REAL_DATA_NOTE = ("a real set smaller than the paper's (CASIA-WebFace: 494k images of 10,575 people; LFW: 6,000 pairs "
                   "of 5,749 people) gives the networks less to learn from and the claims fewer test pairs; on the "
@@ -73,8 +73,9 @@ def scale_notes(real_data: bool = False, training: Training | None = None) -> di
     return {
         "data": REAL_DATA_NOTE if real_data else SYNTHETIC_NOTE,
         "cpu": f"CPU-sized networks ({training.network}) are far from {PAPER_VERIFICATION_TRAINING}",
-        "runs": (f"{_runs(training.runs)} per row, over the protocol's folds or probe identities, resolve "
-                 "differences of a few tenths of a point at best; many of the paper's gaps are of that size"),
+        "runs": (f"{_runs(training.runs)} per row, over the protocol's folds or probe identities, "
+                 f"{'resolves' if training.runs == 1 else 'resolve'} differences of a few tenths of a point at best; "
+                 "many of the paper's gaps are of that size"),
     }
 
 
