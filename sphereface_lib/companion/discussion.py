@@ -1,44 +1,95 @@
-"""The discussion cell of every notebook, generated from its computed claims (never typed by hand)."""
+"""The discussion cell of every notebook, generated from its computed claims and from what it trained (never
+typed by hand)."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Mapping, Sequence
 
 from .reproduce import Claim, outcome_counts
 
-#: why a small-scale claim may be inconclusive or contradicted: stated once, shown where it applies
-SCALE_NOTES: dict[str, str] = {
-    "synthetic": "the built-in synthetic faces are an easier, cleaner task than CASIA-WebFace -> LFW/YTF "
-                 "(softmax alone is already near its ceiling), so there is less room for a margin to help",
-    "cpu": "CPU-sized networks (1/8 width, 64-d features, about a thousand iterations) are far from the paper's "
-           "28k iterations of SphereFace-64 at full width on 494k images",
-    "seeds": "a few seeds and 10 folds resolve differences of a few tenths of a point at best; the paper's "
-             "gaps at m = 1..3 and between the compared losses are of that size",
-}
-#: replaces the synthetic-faces note when the notebook ran on a real-data folder (``data`` set)
+#: what the paper trained for the verification claims (Tables 2-5, Section 4.1)
+PAPER_VERIFICATION_TRAINING = ("the paper's 28k iterations of SphereFace-64 at full width (512-d features) on "
+                               "CASIA-WebFace's 494k images")
+#: why a verification claim may be inconclusive or contradicted on the built-in synthetic faces
+SYNTHETIC_NOTE = ("the built-in synthetic faces are an easier, cleaner task than the paper's (CASIA-WebFace for "
+                  "training; LFW, YTF and MegaFace for testing), so there is less room for a margin to help")
+#: replaces :data:`SYNTHETIC_NOTE` when a verification notebook ran on a real-data folder (``data`` set)
 REAL_DATA_NOTE = ("a real set smaller than the paper's (CASIA-WebFace: 494k images of 10,575 people; LFW: 6,000 pairs "
                   "of 5,749 people) gives the networks less to learn from and the claims fewer test pairs; on the "
                   "README's AT&T folder (100 training images of 10 people, 1,800 pairs of 20) they overfit and the "
                   "intervals are wide")
+#: the data notes of the feature studies (02, 03: a few identities, features of 2 or 3 dimensions)
+SYNTHETIC_FEATURES_NOTE = ("the built-in synthetic faces are cleaner and more alike within an identity than the "
+                           "paper's CASIA-WebFace images, so even a head without a margin can separate a few "
+                           "identities")
+REAL_FEATURES_NOTE = ("the identities of a real set smaller than CASIA-WebFace hold fewer images each: the network "
+                      "has less to learn from and the bootstrap fewer test images")
 
 
-def scale_notes(real_data: bool = False) -> dict[str, str]:
-    """The notes that apply: :data:`SCALE_NOTES`, with :data:`REAL_DATA_NOTE` in place of the synthetic one
-    when the notebook ran on real faces."""
-    if not real_data:
-        return dict(SCALE_NOTES)
-    return {"real": REAL_DATA_NOTE, **{k: v for k, v in SCALE_NOTES.items() if k != "synthetic"}}
+@dataclass(frozen=True)
+class Training:
+    """What a notebook trained for its claims, as its discussion states it: the backbone(s) (e.g. "sphereface10"
+    or "sphereface4 to sphereface20"), width multiplier, feature dimension, SGD iterations, training runs (seeds)
+    behind each compared row, and the task: ``verification`` (04-07: LFW/YTF/MegaFace-like protocols) or
+    ``features`` (02-03: low-dimensional features of a few identities)."""
+
+    backbone: str
+    width: float
+    feat_dim: int
+    iterations: int
+    runs: int
+    task: Literal["verification", "features"] = "verification"
+
+    def __post_init__(self) -> None:
+        if self.task not in ("verification", "features"):
+            raise ValueError(f"Training.task must be 'verification' or 'features', got {self.task!r}")
+        for name in ("feat_dim", "iterations", "runs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Training.{name} must be >= 1, got {getattr(self, name)!r}")
+
+    @property
+    def network(self) -> str:
+        """E.g. "sphereface10 at 0.125 width, 64-d features, 1,000 iterations"."""
+        return f"{self.backbone} at {self.width:g} width, {self.feat_dim}-d features, {self.iterations:,} iterations"
 
 
-def discussion_markdown(claims: Sequence[Claim], notes: Mapping[str, str] = SCALE_NOTES) -> str:
+def _runs(n: int) -> str:
+    return "one training run" if n == 1 else f"{n} training runs"
+
+
+def scale_notes(real_data: bool = False, training: Training | None = None) -> dict[str, str]:
+    """The reasons a claim can fail to reproduce at the scale ``training`` describes, on synthetic or real data;
+    none without ``training`` (a notebook that trains nothing: its checks are deterministic)."""
+    if training is None:
+        return {}
+    if training.task == "features":
+        return {
+            "data": REAL_FEATURES_NOTE if real_data else SYNTHETIC_FEATURES_NOTE,
+            "cpu": f"a CPU-sized network ({training.network}) is far smaller and shorter-trained than the paper's CNN",
+            "runs": (f"{_runs(training.runs)} per model: the intervals (a bootstrap over images) leave out the "
+                     "run-to-run spread of the training"),
+        }
+    return {
+        "data": REAL_DATA_NOTE if real_data else SYNTHETIC_NOTE,
+        "cpu": f"CPU-sized networks ({training.network}) are far from {PAPER_VERIFICATION_TRAINING}",
+        "runs": (f"{_runs(training.runs)} per row, over the protocol's folds or probe identities, "
+                 f"{'resolves' if training.runs == 1 else 'resolve'} differences of a few tenths of a point at best; "
+                 "many of the paper's gaps are of that size"),
+    }
+
+
+def discussion_markdown(claims: Sequence[Claim], notes: Mapping[str, str] | None = None) -> str:
     """Markdown: the outcome counts, what reproduced, what did not (with effect and the paper's value), and the
-    known reasons for the claims that did not reproduce."""
+    known reasons (``notes``) for the claims that did not reproduce."""
     lines = [f"**Discussion (generated from the outcomes above).** {outcome_counts(claims)}", ""]
-    for outcome, verb in (("reproduced", "Reproduced"), ("inconclusive", "Inconclusive (the interval holds 0)"),
-                          ("contradicted", "Contradicted (significantly the other way)")):
+    headings = {"reproduced": "Reproduced", "inconclusive": "Inconclusive (the interval holds 0)",
+                "contradicted": "Contradicted (significantly the other way)"}
+    outcomes = [*headings, *sorted({c.outcome for c in claims} - set(headings))]
+    for outcome in outcomes:
         chosen = [c for c in claims if c.outcome == outcome]
         if chosen:
-            lines.append(f"*{verb}:*")
+            lines.append(f"*{headings.get(outcome, outcome[:1].upper() + outcome[1:])}:*")
             lines += [f"- {c.claim}: ours {c.effect} ({c.ours}); paper {c.paper_cited}." for c in chosen]
             lines.append("")
     if any(c.outcome != "reproduced" for c in claims) and notes:
@@ -48,8 +99,8 @@ def discussion_markdown(claims: Sequence[Claim], notes: Mapping[str, str] = SCAL
     return "\n".join(lines)
 
 
-def show_discussion(claims: Sequence[Claim], real_data: bool = False) -> None:
+def show_discussion(claims: Sequence[Claim], real_data: bool = False, training: Training | None = None) -> None:
     """Display :func:`discussion_markdown` in the notebook, with the notes of :func:`scale_notes`."""
     from IPython.display import Markdown, display
 
-    display(Markdown(discussion_markdown(claims, scale_notes(real_data))))
+    display(Markdown(discussion_markdown(claims, scale_notes(real_data, training))))

@@ -14,9 +14,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from scipy import stats
 
 from ..evaluation import MegaFaceResult
-from . import theory
+from . import statistics, theory
 
 _CLASS_COLOURS = sns.color_palette("deep", 10)
 _MARGIN_COLOUR = (0.85, 0.85, 0.85)
@@ -111,14 +112,29 @@ def plot_features_2d(panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]
     return fig
 
 
+def angle_axis_limit(angles: np.ndarray, quantile: float = 0.99, step: float = 10.0) -> float:
+    """Upper end (degrees) of an angle axis fitted to the data: ``quantile`` of ``angles`` rounded up to a
+    multiple of ``step``, at most 180."""
+    if angles.size == 0:
+        return 180.0
+    return float(min(180.0, max(step, step * np.ceil(np.quantile(angles, quantile) / step))))
+
+
 def plot_own_angle_histograms(panels: dict[str, np.ndarray], bins: int = 36) -> Figure:
-    """Histograms of theta_y (degrees), the angle between a feature and its own class weight, per head."""
+    """Histograms of theta_y (degrees), the angle between a feature and its own class weight, per head; the
+    axis spans the data (:func:`angle_axis_limit` of all heads' angles) and says how many angles lie beyond it."""
+    pooled = np.concatenate([np.asarray(theta, dtype=np.float64).ravel() for theta in panels.values()])
+    upper = angle_axis_limit(pooled)
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    edges = np.linspace(0.0, 180.0, bins + 1)
+    edges = np.linspace(0.0, upper, bins + 1)
     for colour, (title, theta) in zip(sns.color_palette("deep", len(panels)), panels.items()):
         sns.histplot(theta, bins=edges, stat="density", element="step", fill=False, color=colour, label=title, ax=ax)
-    ax.set_xlabel("angle to own class weight theta_y (degrees)")
-    ax.set_xlim(0, 180)
+    beyond = int((pooled > upper).sum())
+    label = "angle to own class weight theta_y (degrees)"
+    if beyond:
+        label += f"\n({beyond} of {pooled.size} angles beyond {upper:g}, up to {pooled.max():.0f} degrees, not drawn)"
+    ax.set_xlabel(label)
+    ax.set_xlim(0, upper)
     ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
@@ -126,9 +142,10 @@ def plot_own_angle_histograms(panels: dict[str, np.ndarray], bins: int = 36) -> 
 
 def plot_sphere_features(panels: dict[str, tuple[np.ndarray, np.ndarray]], columns: int) -> Figure:
     """3-D features projected on the unit sphere (Fig. 5 of the paper), one 3-D panel per title, coloured by
-    identity (one legend for all panels), ``columns`` panels a row. ``panels``: {title: (features (N, 3), labels)}."""
+    identity (one legend for all panels, in a row under them), ``columns`` panels a row.
+    ``panels``: {title: (features (N, 3), labels)}."""
     rows = -(-len(panels) // columns)
-    fig = plt.figure(figsize=(3.6 * columns + 1.4, 3.7 * rows))
+    fig = plt.figure(figsize=(3.4 * columns, 3.3 * rows + 0.4))
     u, v = np.mgrid[0:2 * np.pi:24j, 0:np.pi:12j]
     sphere = (np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v))
     handles = {}
@@ -138,13 +155,14 @@ def plot_sphere_features(panels: dict[str, tuple[np.ndarray, np.ndarray]], colum
         points = features / np.linalg.norm(features, axis=1, keepdims=True)
         colours = _class_colours(labels)
         for c in np.unique(labels):
-            handles[int(c)] = ax.scatter(*points[labels == c].T, s=6, color=colours[c], depthshade=False)
-        ax.set_box_aspect((1, 1, 1), zoom=1.35)
+            handles[int(c)] = ax.scatter(*points[labels == c].T, s=7, color=colours[c], depthshade=False)
+        ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1))
+        ax.set_box_aspect((1, 1, 1), zoom=1.45)
         ax.set_axis_off()
-        ax.set_title(title, fontsize=10)
-    fig.legend([handles[c] for c in sorted(handles)], [f"identity {c}" for c in sorted(handles)], loc="center right",
-               fontsize=9, markerscale=2.5, frameon=False)
-    fig.subplots_adjust(left=0.0, right=1.0 - 1.3 / fig.get_figwidth(), bottom=0.0, top=0.95, wspace=0.0, hspace=0.08)
+        ax.set_title(title, fontsize=10, y=1.03)
+    fig.legend([handles[c] for c in sorted(handles)], [f"identity {c}" for c in sorted(handles)], loc="lower center",
+               ncol=len(handles), fontsize=9, markerscale=2.5, frameon=False, handletextpad=0.1, columnspacing=1.2)
+    fig.subplots_adjust(left=0.0, right=1.0, bottom=0.4 / fig.get_figheight(), top=0.94, wspace=0.0, hspace=0.02)
     return fig
 
 
@@ -189,64 +207,131 @@ def paper_beside_ours(ours: pd.DataFrame, paper: Mapping[str, Mapping[str, float
     return pd.DataFrame(lines).set_index("method").round(decimals)
 
 
+def seed_intervals(table: pd.DataFrame, by: str | Sequence[str], metric: str,
+                   confidence: float = statistics.CONFIDENCE) -> pd.DataFrame:
+    """Per group of ``by`` (groups in order of appearance): the mean of ``metric`` over the group's lines (one per
+    training seed), the number of seeds ``n`` and ``half``, the half-width of the two-sided t interval of that
+    mean with n - 1 degrees of freedom (NaN for one seed: no interval)."""
+    grouped = table.groupby(by, sort=False)[metric].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
+    df = (grouped["n"] - 1).where(grouped["n"] > 1)
+    grouped["half"] = stats.t.ppf(0.5 + confidence / 2, df) * grouped["std"] / np.sqrt(grouped["n"])
+    return grouped.drop(columns="std").reset_index()
+
+
+def _interval_label(n: Sequence[int]) -> str:
+    """Legend text for the whiskers of :func:`seed_intervals` at the default confidence, means over ``n`` seeds."""
+    counts = sorted(set(int(k) for k in n))
+    if counts == [1]:
+        return "one seed: no interval"
+    seeds = " or ".join(map(str, counts))
+    return (f"whiskers: {statistics.CONFIDENCE:.0%} t interval of the mean over {seeds} seeds"
+            + (" (none for one seed)" if 1 in counts else ""))
+
+
 def plot_accuracy_vs(table: pd.DataFrame, x: str, metrics: Sequence[str], hue: str | None = None,
                      xlabel: str | None = None, log_x: bool = False,
-                     paper: Mapping[str, Mapping[float, float]] | None = None) -> plt.Figure:
-    """Accuracy (%) against ``x`` (m, depth), one panel per metric: points are seeds, lines their mean with a
-    95% t interval over seeds; ``paper[metric][x]`` values are drawn as reference marks (x, on the right axis
-    of the paper's own scale, since the paper's accuracies are far higher than a CPU miniature's)."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 3.8), squeeze=False)
+                     paper: Mapping[str, Mapping[float, float]] | None = None, baseline: float | None = None) -> Figure:
+    """Accuracy (%) against ``x`` (m, depth), one panel per metric, ours and the paper's on one axis: faint points
+    are seeds, lines their mean with whiskers of the 95% t interval over seeds (:func:`seed_intervals`);
+    ``paper[metric][x]`` values are drawn as x marks. With ``baseline``, every value is the change from the
+    value at ``x == baseline``: ours per seed (same seed and ``hue``), the paper's from its own value there."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 4.0), squeeze=False)
     values = sorted(table[x].unique())
+    groups = [(None, table)] if hue is None else list(table.groupby(hue, sort=False))
+    palette = sns.color_palette("deep", len(groups))
     for ax, metric in zip(axes[0], metrics):
-        sns.lineplot(data=table, x=x, y=metric, hue=hue, marker="o", errorbar=("ci", 95), err_style="bars", ax=ax)
-        sns.scatterplot(data=table, x=x, y=metric, hue=hue, legend=False, alpha=0.4, ax=ax)
-        ax.set(xlabel=xlabel or x, ylabel=f"{metric.upper()}-like accuracy, ours (%)")
+        typed = dict((paper or {}).get(metric) or {})
+        for colour, (name, lines) in zip(palette, groups):
+            if baseline is not None:
+                base = lines[lines[x] == baseline].set_index("seed")[metric]
+                if base.empty:
+                    raise ValueError(f"plot_accuracy_vs: baseline {x} = {baseline} has no lines"
+                                     + ("" if name is None else f" for {hue} = {name}"))
+                lines = lines.assign(**{metric: lines[metric] - lines["seed"].map(base)}).dropna(subset=[metric])
+            points = seed_intervals(lines, x, metric).sort_values(x)
+            label = "ours" if name is None else str(name)
+            ax.scatter(lines[x], lines[metric], color=colour, alpha=0.35, s=18)
+            ax.plot(points[x], points["mean"], color=colour, marker="o", label=f"{label}: mean of seeds")
+            spread = points[points["half"].notna()]
+            ax.errorbar(spread[x], spread["mean"], yerr=spread["half"], fmt="none", ecolor=colour, capsize=4)
+        xs = [v for v in values if v in typed]
+        if xs:
+            reference = typed.get(baseline, np.nan) if baseline is not None else 0.0
+            ax.plot(xs, [typed[v] - reference for v in xs], "kx--", lw=0.8, ms=8, label="paper (typed)")
+        if baseline is not None:
+            ax.axhline(0.0, color="black", lw=0.8)
+        caption = _interval_label(table.groupby([hue, x] if hue else x)[metric].count())
+        ax.plot([], [], " ", label=caption)
+        unit = "accuracy (%)" if baseline is None else f"accuracy minus its {x} = {baseline:g} value (points)"
+        ax.set(xlabel=xlabel or x, ylabel=f"{metric.upper()}-like {unit}")
         if log_x:
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(plt.NullFormatter())
             ax.xaxis.set_minor_locator(plt.NullLocator())
         ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.grid(alpha=0.3)
-        typed = (paper or {}).get(metric)
-        if typed:
-            right = ax.twinx()
-            xs = [v for v in values if v in typed]
-            right.plot(xs, [typed[v] for v in xs], "kx--", lw=0.8, label="paper (right axis)")
-            right.set_ylabel(f"{metric.upper()} accuracy, paper (%)")
-            right.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: (labels[i].startswith("paper"), labels[i] == caption))
+    fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="lower center", ncol=len(handles),
+               fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0.0, 0.45 / fig.get_figheight(), 1.0, 1.0))
     return fig
 
 
-def plot_accuracy_bars(table: pd.DataFrame, metrics: Sequence[str], labels: Mapping[str, str]) -> plt.Figure:
-    """Bars of the mean accuracy (%) per row (loss) with 95% t intervals over seeds, one panel per metric; black
-    dots are the seeds; the axis spans the data, not 0-100."""
+def plot_accuracy_bars(table: pd.DataFrame, metrics: Sequence[str], labels: Mapping[str, str]) -> Figure:
+    """Bars of the mean accuracy (%) over seeds per row (loss), one panel per metric; whiskers are the 95% t
+    interval of that mean (:func:`seed_intervals`, none for one seed), black dots the seeds' own 10-fold mean
+    accuracies; the axis spans the data, not 0-100."""
     data = table.assign(method=table["row"].map(lambda r: labels.get(r, r)))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 0.45 * data["method"].nunique() + 1.5),
-                             squeeze=False)
+    names = list(dict.fromkeys(data["method"]))
+    dots = "dot: one seed (mean over the 10 folds)"
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 0.45 * len(names) + 2.0), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
-        sns.barplot(data=data, y="method", x=metric, errorbar=("ci", 95), color="tab:blue", alpha=0.6, ax=ax)
-        sns.stripplot(data=data, y="method", x=metric, color="black", size=4, ax=ax)
-        low, high = float(data[metric].min()), float(data[metric].max())
+        bars = seed_intervals(data, "method", metric).set_index("method").loc[names]
+        position = np.arange(len(names))
+        ax.barh(position, bars["mean"], color="tab:blue", alpha=0.6, label="bar: mean over seeds")
+        caption = _interval_label(bars["n"])
+        spread = bars["half"].notna().to_numpy()
+        if spread.any():
+            ax.errorbar(bars["mean"][spread], position[spread], xerr=bars["half"][spread], fmt="none", ecolor="0.2",
+                        capsize=4, label=caption)
+        else:
+            ax.plot([], [], " ", label=caption)
+        row_of = data["method"].map({name: i for i, name in enumerate(names)}).to_numpy()
+        jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(data))
+        ax.scatter(data[metric], row_of + jitter, color="black", s=12, zorder=3, label=dots)
+        ax.set_yticks(position, names)
+        ax.invert_yaxis()
+        low = float(np.nanmin([data[metric].min(), (bars["mean"] - bars["half"]).min()]))
+        high = float(np.nanmax([data[metric].max(), (bars["mean"] + bars["half"]).max()]))
         ax.set(xlabel=f"{metric.upper()}-like accuracy (%)", ylabel="", xlim=(max(0.0, low - 2), min(100.0, high + 1)))
         ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
+    handles, legend_labels = axes[0][0].get_legend_handles_labels()
+    order = [legend_labels.index(label) for label in ("bar: mean over seeds", caption, dots)]
+    fig.legend([handles[i] for i in order], [legend_labels[i] for i in order], loc="lower center", ncol=len(order),
+               fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0.0, 0.45 / fig.get_figheight(), 1.0, 1.0))
     return fig
+
+
+_OUTCOME_COLOURS = {"reproduced": "tab:green", "inconclusive": "tab:grey", "contradicted": "tab:red"}
 
 
 def plot_effects(effects: Mapping[str, object], paper: Mapping[str, float] | None = None,
-                 xlabel: str = "effect (accuracy points)", title: str = "") -> plt.Figure:
-    """Each claim's effect with its interval (``companion.statistics.Estimate``), coloured by outcome, with the
-    paper's effect as a reference mark where the paper gives one; 0 is the line a claim must clear."""
-    colours = {"reproduced": "tab:green", "inconclusive": "tab:grey", "contradicted": "tab:red"}
+                 xlabel: str = "effect (accuracy points)", title: str = "", paper_label: str = "paper") -> Figure:
+    """Each claim's effect with its interval (``companion.statistics.Estimate``), coloured by its verdict (the
+    estimate's ``verdict`` where it has one, e.g. "not tested: one run", else its ``outcome``; any beyond the three
+    outcomes in purple), with the paper's effect as an x mark (labelled ``paper_label``) where ``paper`` gives
+    one; 0 is the line a claim must clear. The legend sits right of the axes, over nothing."""
     names = list(effects)
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(names) + 1.4))
+    fig, ax = plt.subplots(figsize=(9.0, 0.45 * len(names) + 1.4))
     for i, name in enumerate(names):
         e = effects[name]
+        verdict = getattr(e, "verdict", e.outcome)
         ax.errorbar(e.effect, i, xerr=[[e.effect - e.low], [e.high - e.effect]], fmt="o", capsize=4,
-                    color=colours[e.outcome], label=e.outcome)
+                    color=_OUTCOME_COLOURS.get(verdict, "tab:purple"), label=verdict)
         if paper and name in paper:
-            ax.plot(paper[name], i, "kx", ms=8, label="paper")
+            ax.plot(paper[name], i, "kx", ms=8, label=paper_label)
     ax.axvline(0.0, color="black", lw=0.8)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
@@ -254,7 +339,7 @@ def plot_effects(effects: Mapping[str, object], paper: Mapping[str, float] | Non
     ax.set_title(textwrap.fill(title, 62), fontsize=11)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best")
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
