@@ -61,7 +61,7 @@ def _mean_squares_by_loops(d: np.ndarray) -> tuple[float, float, float]:
     return ss_row / (rows - 1), ss_col / (cols - 1), ss_resid / ((rows - 1) * (cols - 1))
 
 
-def test_crossed_mean_squares_and_satterthwaite_on_a_hand_worked_table() -> None:
+def test_crossed_mean_squares_and_cochran_cox_on_a_hand_worked_table() -> None:
     ms_seed, ms_fold, ms_resid = _mean_squares_by_loops(HAND_TABLE.tolist())
     anova = st.crossed_anova(HAND_TABLE)
     assert (anova.ms_seed, anova.ms_fold, anova.ms_resid) == pytest.approx((ms_seed, ms_fold, ms_resid), rel=1e-12)
@@ -69,12 +69,15 @@ def test_crossed_mean_squares_and_satterthwaite_on_a_hand_worked_table() -> None
 
     combined = ms_seed + ms_fold - ms_resid
     assert combined > ms_resid  # this table is not floored
-    df = combined**2 / (ms_seed**2 / 2 + ms_fold**2 / 3 + ms_resid**2 / 6)
-    half = stats.t.ppf(0.975, df) * math.sqrt(combined / 12)
+    # Cochran-Cox: the t critical values of MS_seed's 2 df and MS_fold's 3 df, weighted by the mean squares
+    critical = (ms_seed * stats.t.ppf(0.975, 2) + ms_fold * stats.t.ppf(0.975, 3)) / (ms_seed + ms_fold)
+    half = critical * math.sqrt(combined / 12)
     estimate = st.paired_difference(HAND_TABLE, np.zeros_like(HAND_TABLE))
-    assert estimate.df == pytest.approx(df, rel=1e-12)
+    assert stats.t.ppf(0.975, estimate.effective_df) == pytest.approx(critical, rel=1e-9)
     assert (estimate.low, estimate.high) == pytest.approx((HAND_TABLE.mean() - half, HAND_TABLE.mean() + half))
-    assert estimate.n == 12 and "Satterthwaite df" in estimate.method
+    assert estimate.n == 12 and "Cochran-Cox" in estimate.method
+    satterthwaite = combined**2 / (ms_seed**2 / 2 + ms_fold**2 / 3 + ms_resid**2 / 6)
+    assert estimate.effective_df < satterthwaite  # the conservative side
 
 
 def test_crossed_variance_is_floored_at_the_residual() -> None:
@@ -125,7 +128,7 @@ def test_trend_over_two_levels_is_the_scaled_paired_difference() -> None:
     slope = st.trend(np.array([0.0, 2.0]), y)  # x step 2: slope = difference / 2
     assert (slope.effect, slope.low, slope.high) == pytest.approx(
         (difference.effect / 2, difference.low / 2, difference.high / 2), rel=1e-12)
-    assert slope.df == pytest.approx(difference.df)
+    assert slope.effective_df == pytest.approx(difference.effective_df)
 
 
 def test_pooled_identical_estimates_narrow_by_sqrt_k() -> None:

@@ -447,15 +447,16 @@ def megaface_difference(hits: Mapping[tuple[str, int], MegaFaceHits], better: st
 
 def seed_spread(results: Mapping[tuple[str, int], MegaFaceResult], rows: Sequence[str], seeds: Sequence[int],
                 far: float, distractors: int) -> pd.DataFrame:
-    """Per row: rank-1 and TAR at ``far`` (in %) of each seed, their mean and their seed-to-seed std (ddof 1;
-    "-" for one seed): the run-to-run spread that a one-run MegaFace verdict cannot see."""
-    out = {}
+    """Per row: rank-1 and TAR at ``far`` (in %) of each seed, their mean and their seed-to-seed std (ddof 1; left
+    out for one seed): the run-to-run spread that a one-run MegaFace verdict cannot see."""
+    out: dict[str, dict[str, float]] = {}
     for row in rows:
-        line: dict[str, Any] = {}
+        line: dict[str, float] = {}
         for name, value in (("rank1", lambda r: r.rank1), ("tar", lambda r: r.tar_at_far[far])):
             values = np.array([100 * value(results[row, s][distractors]) for s in seeds])
-            line.update({f"{name} seed {s}": v for s, v in zip(seeds, values)})
-            line[f"{name} mean"] = values.mean()
-            line[f"{name} seed std"] = float(values.std(ddof=1)) if len(seeds) > 1 else "-"
+            line.update({f"{name} seed {s}": float(v) for s, v in zip(seeds, values)})
+            line[f"{name} mean"] = float(values.mean())
+            if len(seeds) > 1:
+                line[f"{name} seed std"] = float(values.std(ddof=1))
         out[row] = line
-    return pd.DataFrame(out).T
+    return pd.DataFrame.from_dict(out, orient="index")
