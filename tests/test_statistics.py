@@ -180,6 +180,7 @@ def test_fewer_than_three_runs_give_no_verdict() -> None:
 def test_exact_estimates_print_a_point_value() -> None:
     assert st.exact(0.00499, "bound").effect_text() == "+0.00499 pts (exact)"
     assert _estimate(1.0, 0.5).effect_text() == "+1.00 pts [+0.50, +1.50]"
+    assert _estimate(0.0, 0.0).effect_text() == "+0.00 pts [+0.00, +0.00]"  # a sampled estimate that did not vary
 
 
 def test_seeded_rate_difference_adds_the_run_to_run_spread() -> None:

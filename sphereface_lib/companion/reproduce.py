@@ -493,7 +493,7 @@ Make targets: make reproduce [PROFILE=smoke|default|paper] [FORCE=1] [DATA=<pack
 Overrides (--param / PARAMS) are validated like profile values and apply to every notebook that declares
 the name; their results go to reports/<profile>-custom/, never over the profile's own (committed) reports,
 and the README is not touched. After running, each claim is compared with the committed report of the
-same profile (git HEAD): same outcome, and one run's effect inside the other's interval.
+same profile (git HEAD): same outcome, and (effect by effect) one run's effect inside the other's interval.
 The smoke and default profiles run their kernels with the CPU dispatch pinned (ATEN_CPU_CAPABILITY=avx2,
 MKL_CBWR=AVX2, ONEDNN_MAX_CPU_ISA=AVX2) so that x86-64 machines with AVX2 compute the same numbers; the
 thread count also changes the last bits (reductions are split per thread): to match a committed report

@@ -44,6 +44,7 @@ MIN_RUNS = 3  # fewer training runs per row cannot estimate run-to-run variation
 NOT_TESTED = {1: "not tested: one run", 2: "not tested: two runs"}  # the verdict of an estimate below MIN_RUNS
 VERDICTS = OUTCOMES + tuple(NOT_TESTED.values())  # what a claim may say
 MIN_RESAMPLES = 200  # fewer bootstrap resamples cannot place the 2.5% / 97.5% percentiles
+DETERMINISTIC = "deterministic (no sampling: one closed form, one measurement)"  # the design of :func:`exact`
 
 
 def _check_confidence(confidence: float, where: str) -> None:
@@ -146,8 +147,8 @@ class Estimate:
 
     @property
     def exact(self) -> bool:
-        """True for a zero-width interval (a deterministic check): the effect is a point value."""
-        return self.low == self.high
+        """True for a deterministic check (:func:`exact`): the effect is a point value, not an interval."""
+        return self.design == DETERMINISTIC
 
     @property
     def se(self) -> float:
@@ -180,7 +181,7 @@ class Estimate:
         return replace(self, low=low, high=high, confidence=confidence)
 
     def effect_text(self, unit: str = "pts", digits: int = 2) -> str:
-        """``+1.23 pts [+0.40, +2.06]``, or ``+0.00499 (exact)`` for a zero-width interval."""
+        """``+1.23 pts [+0.40, +2.06]``, or ``+0.00499 (exact)`` for a deterministic check."""
         unit_part = f" {unit}" if unit else ""
         if self.exact:
             return f"{self.effect:+.{max(digits, 3)}g}{unit_part} (exact)"
@@ -563,5 +564,4 @@ def exact(effect: float, method: str) -> Estimate:
     """A deterministic check (no sampling noise: a closed form against a measurement with a known error bound)
     as an :class:`Estimate` whose interval is the point itself; ``effect`` > 0 when the check passes."""
     effect = float(effect)
-    return Estimate(effect, effect, effect, CONFIDENCE, f"deterministic check: {method}", 1,
-                    design="deterministic (no sampling: one closed form, one measurement)")
+    return Estimate(effect, effect, effect, CONFIDENCE, f"deterministic check: {method}", 1, design=DETERMINISTIC)
