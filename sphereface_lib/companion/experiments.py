@@ -378,8 +378,9 @@ def compare_pooled(table: pd.DataFrame, pairs: Sequence[tuple[str, str]], metric
     for better, worse in pairs:
         a, b = fold_matrix(table, better, metric, by), fold_matrix(table, worse, metric, by)
         if a.shape != b.shape or (cells and a.shape != cells[0].shape):
+            first = cells[0].shape if cells else a.shape
             raise ExperimentError(f"compare_pooled: every row needs the same seeds and folds; {better} has "
-                                  f"{a.shape}, {worse} {b.shape}, the first pair {cells[0].shape if cells else a.shape}")
+                                  f"{a.shape}, {worse} {b.shape}, the first pair {first}")
         cells.append(a - b)
     return S.pooled_cells(np.stack(cells))
 
