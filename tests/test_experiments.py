@@ -138,15 +138,40 @@ def test_compare_pairs_rows_by_seed_and_fold() -> None:
 
 def test_trend_over_rows_and_claims() -> None:
     rng = np.random.default_rng(1)
-    base = 80 + rng.normal(0, 2, (2, 10))
-    t = _table({f"m{k}": (base + 0.5 * k + rng.normal(0, 0.1, (2, 10))).tolist() for k in (1, 2, 3, 4)})
+    base = 80 + rng.normal(0, 2, (3, 10))
+    t = _table({f"m{k}": (base + 0.5 * k + rng.normal(0, 0.1, (3, 10))).tolist() for k in (1, 2, 3, 4)})
     est = E.trend_over(t, ["m1", "m2", "m3", "m4"], [1, 2, 3, 4], "lfw")
     assert est.outcome == "reproduced" and est.effect == pytest.approx(0.5, abs=0.05)
     claim = E.make_claim("c", "p", "src", "ours", est)
     assert claim.outcome == "reproduced" and claim.effect.startswith("+0.")
     both = E.make_all_of_claim("c", "p", "src", "ours", {"m2": E.compare(t, "m4", "m2", "lfw"),
                                                           "m1": E.compare(t, "m4", "m1", "lfw")})
-    assert both.outcome == "reproduced"
+    assert both.outcome == "reproduced" and "3 runs x 10 test folds" in both.design
+    assert both.effect.startswith("m2 +") and both.effect.count("[") == 2  # every effect with its interval
+    two_runs = _table({"a": (base[:2] + 1.0).tolist(), "b": base[:2].tolist()})
+    assert E.make_claim("c", "p", "src", "ours", E.compare(two_runs, "a", "b", "lfw")).outcome == "not tested: two runs"
+
+
+def test_compare_pooled_counts_shared_folds_once() -> None:
+    rng = np.random.default_rng(2)
+    base = 80 + rng.normal(0, 2, (3, 10))
+    rows = {f"{r}@{d}": (base + (0.4 if r == "a" else 0.0) + rng.normal(0, 0.2, (3, 10))).tolist()
+            for r in "ab" for d in (4, 10, 20)}
+    t = _table(rows)
+    pooled = E.compare_pooled(t, [(f"a@{d}", f"b@{d}") for d in (4, 10, 20)], "lfw")
+    cells = np.mean([np.array(rows[f"a@{d}"]) - np.array(rows[f"b@{d}"]) for d in (4, 10, 20)], axis=0)
+    assert pooled.effect == pytest.approx(cells.mean()) and pooled.verdict == "reproduced"
+    assert "3 effects" in pooled.design
+    with pytest.raises(E.ExperimentError, match="same seeds"):
+        E.compare_pooled(_table({**rows, "c": base[:2].tolist()}), [("a@4", "b@4"), ("a@10", "c")], "lfw")
+
+
+def test_summary_leaves_out_the_spread_of_one_run() -> None:
+    one = _table({"a": [[80.0, 81.0]], "b": [[82.0, 83.0]]})
+    assert list(E.summary(one, ["lfw"]).columns) == ["lfw"]
+    mixed = _table({"a": [[80.0, 81.0], [82.0, 83.0]], "b": [[82.0, 83.0]]})
+    std = E.summary(mixed, ["lfw"])["lfw_seed_std"]
+    assert std["a"] == pytest.approx(1.41) and std["b"] == "-"
 
 
 def test_tables_and_plots(smoke) -> None:

@@ -10,8 +10,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from sphereface_lib.companion import reproduce
-from sphereface_lib.companion.reproduce import Claim, Layout, ReproduceError
+from sphereface_lib.companion import claims as claims_module
+from sphereface_lib.companion import report, reproduce
+from sphereface_lib.companion.claims import Claim, ClaimError
+from sphereface_lib.companion.reproduce import Layout, ReproduceError
 from sphereface_lib.errors import run_command
 
 STEM = "01_tiny"
@@ -103,34 +105,64 @@ def test_type_rules() -> None:
 
 def test_claims_have_three_outcomes_and_string_fields() -> None:
     Claim("c", "1", "Table 1", "2", "inconclusive", "+1.0 [-0.5, +2.5]", "paired t")
-    with pytest.raises(ValueError, match="one of reproduced, inconclusive, contradicted"):
+    Claim("c", "1", "Table 1", "2", "not tested: one run", "+1.0 [-0.5, +2.5]", "paired t", "1 run x 10 test folds")
+    with pytest.raises(ValueError, match="one of reproduced, inconclusive, contradicted, not tested: one run"):
         Claim("c", "1", "Table 1", "2", "yes", "+1.0", "t")
     with pytest.raises(TypeError, match="Claim.ours must be a str"):
         Claim("c", "1", "Table 1", 2.0, "reproduced", "+1.0", "t")  # type: ignore[arg-type]
-    with pytest.raises(ReproduceError, match="re-run its notebook"):  # a report written by the old runner
-        reproduce.read_claims({"cells": [{"outputs": [{"metadata": {reproduce.CLAIMS_METADATA_KEY: [
+    with pytest.raises(ClaimError, match="re-run its notebook"):  # a report written by the old runner
+        claims_module.read_claims({"cells": [{"outputs": [{"metadata": {claims_module.CLAIMS_METADATA_KEY: [
             {"claim": "c", "paper": "1", "ours": "2", "holds": True, "evidence": "e"}]}}]}]})
     claims = [Claim("a", "1", "", "1", "reproduced", "+1", "t"), Claim("b", "1", "", "1", "contradicted", "-1", "t"),
               Claim("c", "1", "", "1", "reproduced", "+2", "t")]
-    assert reproduce.outcome_counts(claims) == (
+    assert claims_module.outcome_counts(claims) == (
         "3 claims: 2 reproduced, 0 inconclusive, 1 contradicted at 95% confidence.")
+    untested = [*claims, Claim("d", "1", "", "1", "not tested: one run", "+1", "t")]
+    assert claims_module.outcome_counts(untested) == (
+        "4 claims: 2 reproduced, 0 inconclusive, 1 contradicted, 1 not tested (fewer than 3 runs) at 95% confidence.")
 
 
 def test_agreement_uses_outcome_and_intervals() -> None:
-    assert reproduce.parse_effect("+1.23 pts [+0.40, +2.06]") == (1.23, (0.40, 2.06))
-    assert reproduce.parse_effect("\u22120.5 deg [\u22121.5, 0.5]") == (-0.5, (-1.5, 0.5))
-    assert reproduce.parse_effect("n/a") == (None, None)
+    assert report.parse_effect("+1.23 pts [+0.40, +2.06]") == (1.23, (0.40, 2.06))
+    assert report.parse_effect("\u22120.5 deg [\u22121.5, 0.5]") == (-0.5, (-1.5, 0.5))
+    assert report.parse_effect("n/a") == (None, None)
 
     def claim(outcome: str, effect: str) -> Claim:
         return Claim("c", "1", "", "1", outcome, effect, "t")
 
     old = claim("reproduced", "+1.23 pts [+0.40, +2.06]")
-    assert reproduce.claims_agree(old, claim("reproduced", "+0.84 pts [+0.10, +1.58]"))
-    assert reproduce.claims_agree(old, claim("reproduced", "+2.30 pts [+1.00, +3.60]"))  # old point in new interval
-    assert not reproduce.claims_agree(old, claim("reproduced", "+3.50 pts [+3.10, +3.90]"))
-    assert not reproduce.claims_agree(old, claim("inconclusive", "+1.20 pts [-0.10, +2.50]"))
-    assert reproduce.claims_agree(claim("reproduced", "yes"), claim("reproduced", "yes"))
-    assert not reproduce.claims_agree(claim("reproduced", "yes"), claim("reproduced", "no"))
+    assert report.claims_agree(old, claim("reproduced", "+0.84 pts [+0.10, +1.58]"))
+    assert report.claims_agree(old, claim("reproduced", "+2.30 pts [+1.00, +3.60]"))  # old point in new interval
+    assert not report.claims_agree(old, claim("reproduced", "+3.50 pts [+3.10, +3.90]"))
+    assert not report.claims_agree(old, claim("inconclusive", "+1.20 pts [-0.10, +2.50]"))
+    assert report.claims_agree(claim("reproduced", "yes"), claim("reproduced", "yes"))
+    assert not report.claims_agree(claim("reproduced", "yes"), claim("reproduced", "no"))
+    assert report.parse_effect("SF-4 +0.53 [+0.10, +0.96]") == (0.53, (0.10, 0.96))
+    assert report.parse_effect("+0.00499 (exact)") == (0.00499, None)
+    # deterministic checks: the old zero-width interval and the new point value agree
+    assert report.claims_agree(claim("reproduced", "+0.00499 [+0.00499, +0.00499]"), claim("reproduced", "+0.00499 (exact)"))
+
+
+def test_multi_effect_claims_agree_effect_by_effect() -> None:
+    def claim(effect: str) -> Claim:
+        return Claim("c", "1", "", "1", "inconclusive", effect, "t")
+
+    old = claim("SF-4 +0.53 [+0.10, +0.96]; SF-10 -0.20 [-0.70, +0.30]")
+    assert report.claims_agree(old, claim("SF-4 +0.60 [+0.20, +1.00]; SF-10 +0.10 [-0.40, +0.60]"))
+    assert not report.claims_agree(old, claim("SF-4 +0.60 [+0.20, +1.00]; SF-10 +0.90 [+0.40, +1.40]"))
+    assert not report.claims_agree(old, claim("SF-4 +0.60 [+0.20, +1.00]"))  # an effect missing
+    # the committed format without intervals: each committed point inside this run's interval
+    assert report.claims_agree(claim("softmax +1.20; triplet -0.40"), claim("softmax +1.00 [+0.50, +1.50]; "
+                                                                          "triplet -0.30 [-0.90, +0.30]"))
+
+
+def test_reproduction_table_without_committed_reports_is_one_line() -> None:
+    run = reproduce.NotebookRun("05_x", "executed", 1.0, [Claim("c", "1", "", "1", "reproduced", "+1 [+0.5, +1.5]", "t")])
+    assert report.reproduction_table([run], {"05_x": None}) == (
+        "no committed reports to compare with (none of the notebooks run here has a report of this profile "
+        "committed at git HEAD)")
+    table = report.reproduction_table([run], {"05_x": [run.claims[0]]})
+    assert table.splitlines()[-1].startswith("1 of 1 compared claims agree")
 
 
 def _git(cwd: Path, *args: str) -> None:
@@ -143,7 +175,8 @@ def test_run_skip_rerun_reports_readme_and_check_against_committed(layout: Layou
     runs = reproduce.reproduce("default", layout=layout, stems=[STEM, "02_later"], data=layout.readme, log=logs.append)
     assert [r.status for r in runs] == ["executed", "not written yet"]
     assert runs[0].claims == [Claim("sum is n*scale", "4.5", "Table 1", "4.5", "reproduced", "+0.0 [-0.5, +0.5]", "x")]
-    assert "no readable committed report" in "\n".join(logs)
+    assert "no committed reports to compare with" in "\n".join(logs)
+    assert "0 of 0" not in "\n".join(logs)
     executed = layout.reports_dir("default") / f"{STEM}.ipynb"
     nb = json.loads(executed.read_text())
     assert nb["metadata"]["papermill"]["parameters"] == {"n": 3, "data": "README.md"}  # relative to the project root
@@ -215,26 +248,26 @@ def test_console_stays_quiet_and_long_cells_get_a_heartbeat(layout: Layout, capf
 def test_readme_block_is_added_once_and_markers_checked(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text("# Project\n")
-    reproduce.update_readme(readme, "table 1")
-    reproduce.update_readme(readme, "table 2")
+    report.update_readme(readme, "table 1")
+    report.update_readme(readme, "table 2")
     text = readme.read_text()
-    assert text.count(reproduce.RESULTS_START) == 1 and "table 2" in text and "table 1" not in text
-    readme.write_text(f"{reproduce.RESULTS_END}\n{reproduce.RESULTS_START}\n")
-    with pytest.raises(ReproduceError, match="must each appear once"):
-        reproduce.update_readme(readme, "t")
+    assert text.count(report.RESULTS_START) == 1 and "table 2" in text and "table 1" not in text
+    readme.write_text(f"{report.RESULTS_END}\n{report.RESULTS_START}\n")
+    with pytest.raises(report.ReportError, match="must each appear once"):
+        report.update_readme(readme, "t")
 
 
 def test_record_claims_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
     shown: list[tuple[dict, dict]] = []
     monkeypatch.setattr("IPython.display.display", lambda data, raw, metadata: shown.append((data, metadata)))
     claims = [Claim("a | b", "1", "SphereFace Table 3", "2", "inconclusive", "+1.0 [-0.2, +2.2]", "paired t")]
-    reproduce.record_claims(claims)
+    claims_module.record_claims(claims)
     data, metadata = shown[0]
-    assert "| a \\| b | 1 (SphereFace Table 3) | 2 | +1.0 [-0.2, +2.2] | inconclusive | paired t |" in data["text/markdown"]
+    assert "| a \\| b | 1 (SphereFace Table 3) | 2 | +1.0 [-0.2, +2.2] | inconclusive |  | paired t |" in data["text/markdown"]
     assert data["text/markdown"].startswith("1 claims: 0 reproduced, 1 inconclusive")
-    assert reproduce.read_claims({"cells": [{"outputs": [{"metadata": metadata}]}]}) == claims
+    assert claims_module.read_claims({"cells": [{"outputs": [{"metadata": metadata}]}]}) == claims
     with pytest.raises(TypeError, match="non-empty list"):
-        reproduce.record_claims([])
+        claims_module.record_claims([])
 
 
 def test_a_partial_run_keeps_the_other_notebooks_results(layout: Layout) -> None:

@@ -61,7 +61,7 @@ def _mean_squares_by_loops(d: np.ndarray) -> tuple[float, float, float]:
     return ss_row / (rows - 1), ss_col / (cols - 1), ss_resid / ((rows - 1) * (cols - 1))
 
 
-def test_crossed_mean_squares_and_satterthwaite_on_a_hand_worked_table() -> None:
+def test_crossed_mean_squares_and_cochran_cox_on_a_hand_worked_table() -> None:
     ms_seed, ms_fold, ms_resid = _mean_squares_by_loops(HAND_TABLE.tolist())
     anova = st.crossed_anova(HAND_TABLE)
     assert (anova.ms_seed, anova.ms_fold, anova.ms_resid) == pytest.approx((ms_seed, ms_fold, ms_resid), rel=1e-12)
@@ -69,12 +69,15 @@ def test_crossed_mean_squares_and_satterthwaite_on_a_hand_worked_table() -> None
 
     combined = ms_seed + ms_fold - ms_resid
     assert combined > ms_resid  # this table is not floored
-    df = combined**2 / (ms_seed**2 / 2 + ms_fold**2 / 3 + ms_resid**2 / 6)
-    half = stats.t.ppf(0.975, df) * math.sqrt(combined / 12)
+    # Cochran-Cox: the t critical values of MS_seed's 2 df and MS_fold's 3 df, weighted by the mean squares
+    critical = (ms_seed * stats.t.ppf(0.975, 2) + ms_fold * stats.t.ppf(0.975, 3)) / (ms_seed + ms_fold)
+    half = critical * math.sqrt(combined / 12)
     estimate = st.paired_difference(HAND_TABLE, np.zeros_like(HAND_TABLE))
-    assert estimate.df == pytest.approx(df, rel=1e-12)
+    assert stats.t.ppf(0.975, estimate.effective_df) == pytest.approx(critical, rel=1e-9)
     assert (estimate.low, estimate.high) == pytest.approx((HAND_TABLE.mean() - half, HAND_TABLE.mean() + half))
-    assert estimate.n == 12 and "Satterthwaite df" in estimate.method
+    assert estimate.n == 12 and "Cochran-Cox" in estimate.method
+    satterthwaite = combined**2 / (ms_seed**2 / 2 + ms_fold**2 / 3 + ms_resid**2 / 6)
+    assert estimate.effective_df < satterthwaite  # the conservative side
 
 
 def test_crossed_variance_is_floored_at_the_residual() -> None:
@@ -125,7 +128,7 @@ def test_trend_over_two_levels_is_the_scaled_paired_difference() -> None:
     slope = st.trend(np.array([0.0, 2.0]), y)  # x step 2: slope = difference / 2
     assert (slope.effect, slope.low, slope.high) == pytest.approx(
         (difference.effect / 2, difference.low / 2, difference.high / 2), rel=1e-12)
-    assert slope.df == pytest.approx(difference.df)
+    assert slope.effective_df == pytest.approx(difference.effective_df)
 
 
 def test_pooled_identical_estimates_narrow_by_sqrt_k() -> None:
@@ -135,17 +138,65 @@ def test_pooled_identical_estimates_narrow_by_sqrt_k() -> None:
         assert normal.high - normal.effect == pytest.approx(0.8 / math.sqrt(k))
         t_based = _estimate(1.0, 0.8, df=9)
         assert st.pooled([t_based] * k).se == pytest.approx(t_based.se / math.sqrt(k))
-    assert "inverse-variance" in normal.method and "normal" in normal.method
+    assert "equal-weight" in normal.method and "normal" in normal.method
 
 
-def test_pooled_weights_by_inverse_variance() -> None:
-    z = stats.norm.ppf(0.975)
-    first, second = _estimate(1.0, z * 1.0), _estimate(4.0, z * 2.0)  # SE 1 and 2: weights 1 and 1/4
+def test_pooled_is_the_equal_weight_mean_with_welch_satterthwaite_df() -> None:
+    first, second = _estimate(1.0, 2.0, df=9), _estimate(4.0, 1.0, df=19)
     combined = st.pooled([first, second])
-    assert combined.effect == pytest.approx((1.0 * 1 + 4.0 * 0.25) / 1.25)
-    assert combined.se == pytest.approx(1 / math.sqrt(1.25))
+    v1, v2 = first.se**2 / 4, second.se**2 / 4
+    df = (v1 + v2) ** 2 / (v1**2 / 9 + v2**2 / 19)
+    assert combined.effect == pytest.approx(2.5)
+    assert combined.df == pytest.approx(df)
+    assert combined.high - combined.effect == pytest.approx(stats.t.ppf(0.975, df) * math.sqrt(v1 + v2))
     with pytest.raises(ValueError, match="zero-width"):
         st.pooled([first, _estimate(1.0, 0.0)])
+
+
+def test_pooled_cells_pools_shared_folds_once() -> None:
+    rng = np.random.default_rng(5)
+    fold = rng.normal(0.0, 2.0, 10)  # one fold effect shared by the three depths
+    cells = 0.3 + fold[None, None, :] + rng.normal(0.0, 0.3, (3, 3, 10))
+    pooled = st.pooled_cells(cells)
+    direct = st.crossed_mean(cells.mean(axis=0))
+    assert (pooled.effect, pooled.low, pooled.high) == pytest.approx((direct.effect, direct.low, direct.high))
+    assert pooled.runs == 3 and "3 effects" in pooled.design and "3 runs x 10 test folds" in pooled.design
+    # treating the three as independent would shrink the interval by about sqrt(3)
+    naive = st.pooled([st.crossed_mean(c) for c in cells])
+    assert naive.high - naive.low < 0.8 * (pooled.high - pooled.low)
+
+
+def test_fewer_than_three_runs_give_no_verdict() -> None:
+    strong = np.full((1, 10), 5.0) + np.linspace(-0.1, 0.1, 10)
+    assert st.crossed_mean(strong).outcome == "reproduced"
+    assert st.crossed_mean(strong).verdict == "not tested: one run"
+    assert st.crossed_mean(np.vstack([strong, strong + 0.01])).verdict == "not tested: two runs"
+    three = st.crossed_mean(np.vstack([strong, strong + 0.01, strong - 0.02]))
+    assert three.verdict == "reproduced" and three.runs == 3
+    assert st.exact(0.005, "x").verdict == "reproduced" and st.exact(0.005, "x").runs is None
+    assert st.all_of({"a": three, "b": st.crossed_mean(strong)})[0] == "not tested: one run"
+
+
+def test_exact_estimates_print_a_point_value() -> None:
+    assert st.exact(0.00499, "bound").effect_text() == "+0.00499 pts (exact)"
+    assert _estimate(1.0, 0.5).effect_text() == "+1.00 pts [+0.50, +1.50]"
+    assert _estimate(0.0, 0.0).effect_text() == "+0.00 pts [+0.00, +0.00]"  # a sampled estimate that did not vary
+
+
+def test_seeded_rate_difference_adds_the_run_to_run_spread() -> None:
+    rng = np.random.default_rng(7)
+    ids = np.repeat(np.arange(30), 8)
+    b = (rng.uniform(size=(3, ids.size)) < 0.5).astype(float)
+    a = b.copy()
+    a[0, :40] = 1.0  # run 0 gains on 40 probes, runs 1 and 2 on none: a large run-to-run spread
+    est = st.seeded_rate_difference(a, b, ids, n_resamples=400)
+    assert est.effect == pytest.approx(100 * (a - b).mean())
+    assert est.runs == 3 and est.df is not None and "3 runs x 30 probe identities" in est.design
+    pooled_probes = st.rate_difference(a.ravel(), b.ravel(), np.tile(ids, 3), n_resamples=400)
+    assert est.high - est.low > pooled_probes.high - pooled_probes.low
+    assert st.seeded_rate_difference(a[:1], b[:1], ids, n_resamples=400).verdict == "not tested: one run"
+    with pytest.raises(ValueError, match="shape"):
+        st.seeded_rate_difference(a, b[:2], ids, n_resamples=400)
 
 
 def test_all_of_three_outcomes_with_bonferroni() -> None:

@@ -21,7 +21,7 @@ from ..data.packed import PackedDataset
 from ..errors import UserError
 from . import statistics as S
 from .project import project_root
-from .reproduce import Claim
+from .claims import make_all_of_claim, make_claim  # noqa: F401 -- the notebooks build their claims as E.make_claim
 from ..data.protocols import PairList, pair_rows, read_lfw_pairs, read_ytf_splits, video_rows
 from ..data.synthetic import synthetic_benchmark
 from ..evaluation import FoldAccuracy, MegaFaceResult, extract_features, k_fold_accuracy, megaface_evaluate
@@ -355,12 +355,16 @@ def verification_table(bench: Benchmark, rows: Sequence[str], seeds: Sequence[in
 
 
 def summary(table: pd.DataFrame, metrics: Sequence[str], by: str = "row") -> pd.DataFrame:
-    """Mean over seeds of each metric, with the run-to-run std (ddof 1; NaN for one seed)."""
+    """Mean over seeds of each metric, with the run-to-run std (ddof 1); the std column is left out when every
+    row has one run, and reads "-" on a one-run row (one run has no spread)."""
     g = table.groupby(by, sort=False)
-    cols = {}
+    runs = g.size()
+    cols: dict[str, pd.Series] = {}
     for m in metrics:
         cols[m] = g[m].mean()
-        cols[f"{m}_seed_std"] = g[m].std(ddof=1)
+        if runs.max() > 1:
+            std = g[m].std(ddof=1)
+            cols[f"{m}_seed_std"] = std if runs.min() > 1 else std.round(2).astype(object).where(runs > 1, "-")
     return pd.DataFrame(cols)
 
 
@@ -384,27 +388,24 @@ def compare(table: pd.DataFrame, better: str, worse: str, metric: str, by: str =
     return S.paired_difference(a, b)
 
 
+def compare_pooled(table: pd.DataFrame, pairs: Sequence[tuple[str, str]], metric: str, by: str = "row") -> S.Estimate:
+    """The mean of several ``(better, worse)`` differences that share seeds and test folds (e.g. A-Softmax minus
+    softmax at every depth), pooled cell by cell (:func:`~.statistics.pooled_cells`): the shared folds and runs
+    are counted once, not as independent estimates."""
+    cells = []
+    for better, worse in pairs:
+        a, b = fold_matrix(table, better, metric, by), fold_matrix(table, worse, metric, by)
+        if a.shape != b.shape or (cells and a.shape != cells[0].shape):
+            first = cells[0].shape if cells else a.shape
+            raise ExperimentError(f"compare_pooled: every row needs the same seeds and folds; {better} has "
+                                  f"{a.shape}, {worse} {b.shape}, the first pair {first}")
+        cells.append(a - b)
+    return S.pooled_cells(np.stack(cells))
+
+
 def trend_over(table: pd.DataFrame, rows: Sequence[str], x: Sequence[float], metric: str, by: str = "row") -> S.Estimate:
     """Slope of ``metric`` on ``x`` over ``rows`` (in that order), per seed and fold (:func:`~.statistics.trend`)."""
     return S.trend(np.asarray(x, dtype=np.float64), np.stack([fold_matrix(table, r, metric, by) for r in rows]))
-
-
-def make_claim(claim: str, paper: str, paper_source: str, ours: str, estimate: S.Estimate, unit: str = "pts",
-               digits: int = 2) -> Claim:
-    """A results-table line whose outcome and effect come from ``estimate``."""
-    e, u = estimate, f" {unit}" if unit else ""
-    return Claim(claim=claim, paper=paper, paper_source=paper_source, ours=ours, outcome=e.outcome,
-                 effect=f"{e.effect:+.{digits}f}{u} [{e.low:+.{digits}f}, {e.high:+.{digits}f}]",
-                 evidence=f"{e.confidence:.0%} interval, {e.method}")
-
-
-def make_all_of_claim(claim: str, paper: str, paper_source: str, ours: str, estimates: Mapping[str, S.Estimate],
-                      unit: str = "pts", digits: int = 2) -> Claim:
-    """A claim over several comparisons at once ("beats every compared loss": :func:`~.statistics.all_of`)."""
-    outcome, evidence = S.all_of(estimates, unit=unit, digits=digits)
-    effects = "; ".join(f"{k} {e.effect:+.{digits}f}" for k, e in estimates.items())
-    return Claim(claim=claim, paper=paper, paper_source=paper_source, ours=ours, outcome=outcome,
-                 effect=effects, evidence=evidence)
 
 
 @dataclass(frozen=True)
@@ -449,10 +450,32 @@ def megaface_hits(model: TrainResult, bench: Benchmark, result: MegaFaceResult, 
 def megaface_difference(hits: Mapping[tuple[str, int], MegaFaceHits], better: str, worse: str, seeds: Sequence[int],
                         kind: str = "rank1", n_resamples: int = 2000) -> S.Estimate:
     """``better`` minus ``worse`` in points of rank-1 (``kind`` "rank1") or TAR ("accept") on the same probe pairs,
-    every seed's pairs pooled, by an identity-clustered bootstrap (:func:`~.statistics.rate_difference`)."""
+    with two levels of sampling: the training run (seed) and the probe identity
+    (:func:`~.statistics.seeded_rate_difference`)."""
     if kind not in ("rank1", "accept"):
         raise ExperimentError(f"megaface_difference: kind must be 'rank1' or 'accept', got {kind!r}")
-    a = np.concatenate([getattr(hits[better, s], kind) for s in seeds])
-    b = np.concatenate([getattr(hits[worse, s], kind) for s in seeds])
-    ids = np.concatenate([getattr(hits[better, s], f"{kind}_identity") for s in seeds])
-    return S.rate_difference(a, b, ids, n_resamples=n_resamples)
+    ids = getattr(hits[better, seeds[0]], f"{kind}_identity")
+    for key in [(row, s) for row in (better, worse) for s in seeds]:
+        if not np.array_equal(getattr(hits[key], f"{kind}_identity"), ids):
+            raise ExperimentError(f"megaface_difference: {key} was evaluated on other probe pairs; evaluate every "
+                                  "model at the same distractor count and FAR")
+    a = np.stack([getattr(hits[better, s], kind) for s in seeds])
+    b = np.stack([getattr(hits[worse, s], kind) for s in seeds])
+    return S.seeded_rate_difference(a, b, ids, n_resamples=n_resamples)
+
+
+def seed_spread(results: Mapping[tuple[str, int], MegaFaceResult], rows: Sequence[str], seeds: Sequence[int],
+                far: float, distractors: int) -> pd.DataFrame:
+    """Per row: rank-1 and TAR at ``far`` (in %) of each seed, their mean and their seed-to-seed std (ddof 1; left
+    out for one seed): the run-to-run spread that a one-run MegaFace verdict cannot see."""
+    out: dict[str, dict[str, float]] = {}
+    for row in rows:
+        line: dict[str, float] = {}
+        for name, value in (("rank1", lambda r: r.rank1), ("tar", lambda r: r.tar_at_far[far])):
+            values = np.array([100 * value(results[row, s][distractors]) for s in seeds])
+            line.update({f"{name} seed {s}": float(v) for s, v in zip(seeds, values)})
+            line[f"{name} mean"] = float(values.mean())
+            if len(seeds) > 1:
+                line[f"{name} seed std"] = float(values.std(ddof=1))
+        out[row] = line
+    return pd.DataFrame.from_dict(out, orient="index")

@@ -1,5 +1,6 @@
-"""The runner behind ``make reproduce``: every notebook under one profile, one table of claims, and a check
-of this run's claims against the committed reports.
+"""The runner behind ``make reproduce``: every notebook under one profile, its parameters validated, executed on
+the pinned kernel; what it leaves for a reader (pages, index, summary, README, the check against the committed
+reports) is written by :mod:`.report`, the claims themselves are :mod:`.claims`.
 
 Conventions every notebook ``notebooks/NN_name.ipynb`` follows (see :data:`NOTEBOOKS`):
 
@@ -8,9 +9,9 @@ Conventions every notebook ``notebooks/NN_name.ipynb`` follows (see :data:`NOTEB
   of those names. Unknown names and values of the wrong type are rejected before anything runs, and again
   inside the notebook (:func:`sphereface_lib.companion.parameters.check_parameters`).
   Real data enters only through a parameter named ``data`` (``--data`` / ``make reproduce DATA=...``).
-* the notebook ends with :func:`record_claims`: each claim with the paper's value and its source, ours,
-  the effect with its interval and one of three outcomes (:data:`OUTCOMES`), stored in the output's
-  metadata; the runner reads them back from the executed notebook.
+* the notebook ends with :func:`~.claims.record_claims`: each claim with the paper's value and its source, ours,
+  the effect with its interval, its design and its outcome (:data:`~.statistics.VERDICTS`), stored in the
+  output's metadata; the runner reads them back from the executed notebook.
 
 Each notebook is executed by papermill on the ``sphereface`` kernel into a temporary file that replaces
 ``reports/<profile>/<stem>.ipynb`` only on success, then rendered to ``reports/<profile>/html/`` (formulas
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import html
 import json
 import os
 import re
@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -43,14 +43,18 @@ from ..data.packed import atomic_write_text
 from ..errors import UserError, run_command
 from ..fingerprint import library_fingerprint, sha256_of_parts
 from . import parameters as parameter_types
-from .statistics import CONFIDENCE, OUTCOMES
+from .claims import Claim, ClaimError, read_claims
+# re-exported: notebooks 01-04 and 06 and discussion.py import these from here
+from .claims import outcome_counts, record_claims  # noqa: F401
+from .report import (
+    CUSTOM_SUFFIX, NotebookRun, committed_claims, render_html, reproduce_command, reproduction_table,
+    summary_markdown, summary_text, update_readme, write_index,
+)
 from .provenance import (
-    COMMIT_VARIABLE, PROFILE_VARIABLE, dispatch_environment, library_commit, provenance_lines, provenance_markdown,
+    COMMIT_VARIABLE, PROFILE_VARIABLE, dispatch_environment, library_commit,
 )
 
 PROJECT_ROOT = project_root()
-MATHJAX_DIR = Path(__file__).resolve().parent / "assets" / "mathjax"
-MATHJAX_SCRIPT = "tex-svg-full.js"
 KERNEL_NAME = "sphereface"
 PROFILES: tuple[str, ...] = ("smoke", "default", "paper", "real")
 NOTEBOOKS: tuple[str, ...] = (
@@ -62,104 +66,11 @@ NOTEBOOKS: tuple[str, ...] = (
     "06_lfw_ytf_comparison",
     "07_megaface",
 )
-CLAIMS_METADATA_KEY = "sphereface_claims"
-RESULTS_START = "<!-- results:start -->"
-RESULTS_END = "<!-- results:end -->"
-CUSTOM_SUFFIX = "-custom"
 HEARTBEAT_S = 30.0
 
 
 class ReproduceError(UserError):
     """Bad input to the runner (profile, parameters, notebook layout); the message names the fix."""
-
-
-# --------------------------------------------------------------------------------------------- claims
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One row of the results table: the paper's statement and value, ours, the effect and the outcome.
-
-    ``paper_source`` says where the typed value comes from (e.g. "SphereFace Table 3; CosFace Table 2");
-    ``effect`` is the tested quantity with its interval (e.g. "+1.23 pts [+0.40, +2.06]"); ``outcome`` is
-    one of :data:`OUTCOMES`, computed from the data; ``evidence`` names the method.
-    """
-
-    claim: str
-    paper: str
-    paper_source: str
-    ours: str
-    outcome: str
-    effect: str
-    evidence: str
-
-    def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if not isinstance(value, str):
-                raise TypeError(f"Claim.{name} must be a str, got {type(value).__name__} {value!r}")
-        if self.outcome not in OUTCOMES:
-            raise ValueError(f"Claim.outcome must be one of {', '.join(OUTCOMES)}, got {self.outcome!r}")
-
-    @property
-    def paper_cited(self) -> str:
-        """The paper's value followed by its source in parentheses."""
-        return f"{self.paper} ({self.paper_source})" if self.paper_source else self.paper
-
-
-def _markdown_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def claims_markdown(claims: Sequence[Claim]) -> str:
-    """The claims as a Markdown table: claim | paper (source) | ours | effect [interval] | outcome | evidence."""
-    rows = ["| claim | paper | ours | effect [interval] | outcome | evidence |", "| --- | --- | --- | --- | --- | --- |"]
-    rows += [
-        "| " + " | ".join(_markdown_cell(v) for v in (c.claim, c.paper_cited, c.ours, c.effect, c.outcome, c.evidence))
-        + " |"
-        for c in claims
-    ]
-    return "\n".join(rows)
-
-
-def outcome_counts(claims: Sequence[Claim]) -> str:
-    """One sentence: how many claims reproduced, were inconclusive, were contradicted."""
-    counts = {o: sum(c.outcome == o for c in claims) for o in OUTCOMES}
-    return (f"{len(claims)} claims: {counts['reproduced']} reproduced, {counts['inconclusive']} inconclusive, "
-            f"{counts['contradicted']} contradicted at {CONFIDENCE * 100:.4g}% confidence.")
-
-
-def record_claims(claims: Sequence[Claim]) -> None:
-    """Display the notebook's claims and store them, machine-readable, in the output's metadata.
-
-    Call once, in the last cell of a notebook; the runner collects the claims from the executed notebook.
-    """
-    from IPython.display import display
-
-    claims = list(claims)
-    if not claims or not all(isinstance(c, Claim) for c in claims):
-        raise TypeError("record_claims: pass a non-empty list of sphereface_lib.companion.reproduce.Claim")
-    table = outcome_counts(claims) + "\n\n" + claims_markdown(claims)
-    display(
-        {"text/markdown": table, "text/plain": table},
-        raw=True,
-        metadata={CLAIMS_METADATA_KEY: [asdict(c) for c in claims]},
-    )
-
-
-def read_claims(notebook: dict[str, Any]) -> list[Claim]:
-    """The claims an executed notebook recorded with :func:`record_claims` (empty if none)."""
-    claims: list[Claim] = []
-    for cell in notebook.get("cells", []):
-        for output in cell.get("outputs", []):
-            for raw in output.get("metadata", {}).get(CLAIMS_METADATA_KEY, []):
-                try:
-                    claims.append(Claim(**raw))
-                except (TypeError, ValueError) as err:
-                    raise ReproduceError(
-                        f"a report holds a claim this runner cannot read ({err}); re-run its notebook: "
-                        "make reproduce FORCE=1"
-                    ) from None
-    return claims
 
 
 # ----------------------------------------------------------------------------------------- parameters
@@ -322,18 +233,6 @@ def source_fingerprint(notebook: Path, parameters: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------- execution
 
 
-@dataclass
-class NotebookRun:
-    """What happened to one notebook: executed, up to date (skipped), failed or not written yet."""
-
-    stem: str
-    status: str
-    wall_s: float | None = None
-    claims: list[Claim] = field(default_factory=list)
-    error: str | None = None
-    provenance: dict[str, Any] | None = None
-
-
 def _stored_metadata(executed: Path) -> dict[str, Any]:
     if not executed.is_file():
         return {}
@@ -341,46 +240,6 @@ def _stored_metadata(executed: Path) -> dict[str, Any]:
         return json.loads(executed.read_text()).get("metadata", {}).get("sphereface", {})
     except (json.JSONDecodeError, OSError):
         return {}
-
-
-def _install_mathjax(html_dir: Path) -> None:
-    """Copy the bundled MathJax next to the pages (once; again when the bundle changed)."""
-    target = html_dir / "mathjax"
-    for name in (MATHJAX_SCRIPT, "LICENSE"):
-        src, dst = MATHJAX_DIR / name, target / name
-        if not dst.is_file() or dst.read_bytes() != src.read_bytes():
-            target.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{name}.{os.getpid()}.tmp")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-
-
-#: MathJax 3 reads this before it loads: $...$ inline as in Jupyter, SVG output (no font files needed)
-MATHJAX_CONFIG = (
-    "<script>window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], displayMath: [['$$', '$$'], "
-    "['\\\\[', '\\\\]']], processEscapes: true, processEnvironments: true}, svg: {fontCache: 'global'}};</script>"
-)
-
-
-def render_html(executed: Path, html_path: Path) -> None:
-    """The executed notebook as an HTML page (figures embedded, formulas by the bundled MathJax, no network),
-    written atomically. The parameters are shown once: the values papermill injected, when it did."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    nb = nbformat.read(str(executed), as_version=4)
-    if any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells):
-        nb.cells = [c for c in nb.cells if "parameters" not in c.metadata.get("tags", [])]
-    url = f"mathjax/{MATHJAX_SCRIPT}"
-    exporter = HTMLExporter(embed_images=True, mathjax_url=url)
-    body, _ = exporter.from_notebook_node(nb)
-    for cdn, local in ((f'<script src="{exporter.require_js_url}"></script>', ""),
-                       (f'<script src="{url}"> </script>', f'{MATHJAX_CONFIG}\n<script src="{url}"></script>')):
-        if cdn not in body:
-            raise RuntimeError(f"nbconvert's template changed: {cdn!r} not found in the page")
-        body = body.replace(cdn, local)
-    _install_mathjax(html_path.parent)
-    atomic_write_text(html_path, body)
 
 
 def check_kernel(kernel_name: str) -> None:
@@ -503,73 +362,6 @@ def absolute_path_cells(nb: Any, roots: Sequence[Path]) -> list[int]:
             if any(n in json.dumps({"s": cell.get("source"), "o": cell.get("outputs", [])}) for n in needles)]
 
 
-# ------------------------------------------------------------------------------- committed comparison
-
-
-def committed_claims(executed: Path) -> list[Claim] | None:
-    """The claims of ``executed`` as committed at git ``HEAD`` (None: no git, not committed, unreadable)."""
-    folder = executed.parent
-    while not folder.is_dir():
-        folder = folder.parent
-    try:
-        top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True,
-                             text=True, check=True, timeout=30).stdout.strip()
-        relative = executed.resolve().relative_to(Path(top).resolve()).as_posix()
-        text = subprocess.run(["git", "-C", top, "show", f"HEAD:{relative}"], capture_output=True, text=True,
-                              check=True, timeout=60).stdout
-        return read_claims(json.loads(text))
-    except (OSError, subprocess.SubprocessError, ValueError, ReproduceError):
-        return None
-
-
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-
-
-def parse_effect(effect: str) -> tuple[float | None, tuple[float, float] | None]:
-    """(point, (low, high)) from an effect such as ``"+1.23 pts [+0.40, +2.06]"`` (None where absent)."""
-    text = effect.replace("\u2212", "-")
-    head, _, tail = text.partition("[")
-    point = re.search(_NUMBER, head)
-    bounds = re.findall(_NUMBER, tail.split("]")[0]) if tail else []
-    interval = (float(bounds[0]), float(bounds[1])) if len(bounds) >= 2 else None
-    return (float(point.group()) if point else None), interval
-
-
-def claims_agree(committed: Claim, ours: Claim) -> bool:
-    """Same outcome, and one run's effect inside the other's interval (equal effects where none is given)."""
-    if committed.outcome != ours.outcome:
-        return False
-    (p_old, i_old), (p_new, i_new) = parse_effect(committed.effect), parse_effect(ours.effect)
-    inside = [p is not None and i is not None and i[0] <= p <= i[1] for p, i in ((p_new, i_old), (p_old, i_new))]
-    if i_old is None and i_new is None:
-        return committed.effect == ours.effect
-    return any(inside)
-
-
-def reproduction_table(runs: Sequence[NotebookRun], committed: dict[str, list[Claim] | None]) -> str:
-    """This run's claims beside the committed reports': claim | committed | this run | agree."""
-    lines = ["claim | committed: outcome, effect | this run: outcome, effect | agree"]
-    agreed = compared = 0
-    for run in runs:
-        if run.status != "executed":
-            continue
-        old = {c.claim: c for c in committed.get(run.stem) or []}
-        for c in run.claims:
-            before = old.get(c.claim)
-            if before is None:
-                verdict = "no committed claim" if committed.get(run.stem) is not None else (
-                    "no readable committed report")
-                lines.append(f"[{run.stem[:2]}] {c.claim} | - | {c.outcome}, {c.effect} | {verdict}")
-                continue
-            same = claims_agree(before, c)
-            agreed, compared = agreed + same, compared + 1
-            lines.append(f"[{run.stem[:2]}] {c.claim} | {before.outcome}, {before.effect} | {c.outcome}, {c.effect} | "
-                         f"{'yes' if same else 'NO'}")
-    lines.append(f"{agreed} of {compared} compared claims agree with the committed reports "
-                 "(same outcome, and one effect inside the other's interval)")
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------------------- running
 
 
@@ -636,7 +428,7 @@ def reproduce(
                                                                                  overrides)))
                 try:
                     claims = read_claims(json.loads(executed.read_text()))
-                except ReproduceError:  # written by an older runner: listed, its claims left out
+                except ClaimError:  # written by an older runner: listed, its claims left out
                     runs.append(NotebookRun(stem, "old report (re-run it)", stored.get("wall_s")))
                     continue
                 runs.append(NotebookRun(stem, "up to date" if fresh else "stale (not re-run)", stored.get("wall_s"),
@@ -675,124 +467,6 @@ def reproduce(
     return runs
 
 
-# ------------------------------------------------------------------------------------------- reports
-
-
-def reproduce_command(profile: str) -> str:
-    """The command that regenerates a profile's results."""
-    return "make reproduce" if profile == "default" else f"make reproduce PROFILE={profile}"
-
-
-def _provenance_groups(runs: Sequence[NotebookRun]) -> list[tuple[list[str], dict[str, Any]]]:
-    """The distinct provenance blocks (wall time aside) and the notebooks each one covers."""
-    groups: dict[str, tuple[list[str], dict[str, Any]]] = {}
-    for run in runs:
-        if run.provenance:
-            block = {k: v for k, v in run.provenance.items() if k != "wall_s"}
-            groups.setdefault(json.dumps(block, sort_keys=True), ([], block))[0].append(run.stem[:2])
-    return list(groups.values())
-
-
-def summary_markdown(reports_name: str, runs: Sequence[NotebookRun], link_root: str) -> str:
-    """Outcome counts, the results table (notebook | claim | paper (source) | ours | effect | outcome),
-    wall times and where the reports were made."""
-    claims = [c for r in runs for c in r.claims]
-    profile = reports_name.removesuffix(CUSTOM_SUFFIX)
-    lines = [
-        f"Produced by `{reproduce_command(profile)}` (profile `{reports_name}`); regenerated on every run, "
-        "not edited by hand.",
-        "",
-        outcome_counts(claims),
-        "",
-        "| notebook | claim | paper | ours | effect [interval] | outcome |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for run in runs:
-        link = f"[{run.stem[:2]}]({link_root}html/{run.stem}.html)"
-        if not run.claims:
-            lines.append(f"| {run.stem[:2]} | {run.stem} | | | | {run.status} |")
-        for c in run.claims:
-            lines.append(f"| {link} | " + " | ".join(_markdown_cell(v) for v in (c.claim, c.paper_cited, c.ours,
-                                                                                   c.effect, c.outcome)) + " |")
-    walls = [f"{r.stem[:2]} {r.wall_s:.0f} s" for r in runs if r.wall_s is not None]
-    if walls:
-        lines += ["", "Wall time per notebook: " + ", ".join(walls) + "."]
-    for stems, block in _provenance_groups(runs):
-        lines += ["", f"Provenance of notebooks {', '.join(stems)}:", "", provenance_markdown(block)]
-    return "\n".join(lines)
-
-
-def summary_text(runs: Sequence[NotebookRun]) -> str:
-    """Plain-text outcome counts and claims, for the terminal."""
-    claims = [c for r in runs for c in r.claims]
-    lines = [outcome_counts(claims), "", "claim | paper | ours | effect [interval] | outcome"]
-    lines += [f"[{r.stem[:2]}] {c.claim} | {c.paper_cited} | {c.ours} | {c.effect} | {c.outcome}"
-              for r in runs for c in r.claims]
-    lines += [f"[{r.stem[:2]}] {r.stem}: {r.status}" for r in runs if r.status not in ("executed", "up to date")]
-    return "\n".join(lines)
-
-
-def write_index(layout: Layout, reports_name: str, runs: Sequence[NotebookRun]) -> None:
-    """``reports/<name>/html/index.html``: a link per rendered notebook, the claims table and the provenance."""
-    esc = html.escape
-    rows = []
-    for run in runs:
-        page = layout.reports_dir(reports_name) / "html" / f"{run.stem}.html"
-        name = f'<a href="{run.stem}.html">{esc(run.stem)}</a>' if page.is_file() else esc(run.stem)
-        wall = f"{run.wall_s:.1f} s" if run.wall_s is not None else ""
-        status = "executed" if run.status == "up to date" else run.status  # the report's state, not this pass's
-        rows.append(f"<tr><td>{name}</td><td>{esc(status)}</td><td>{wall}</td></tr>")
-    claim_rows = [
-        f"<tr><td>{run.stem[:2]}</td>" + "".join(f"<td>{esc(v)}</td>" for v in (c.claim, c.paper_cited, c.ours, c.effect))
-        + f'<td class="{c.outcome}">{c.outcome}</td></tr>'
-        for run in runs
-        for c in run.claims
-    ]
-    provenance = "".join(
-        f"<p>Notebooks {', '.join(stems)}:</p><ul>"
-        + "".join(f"<li>{esc(line.replace('`', ''))}</li>" for line in provenance_lines(block)) + "</ul>"
-        for stems, block in _provenance_groups(runs)
-    ) or "<p>No notebook has run yet.</p>"
-    profile = reports_name.removesuffix(CUSTOM_SUFFIX)
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>SphereFace companion: {esc(reports_name)} profile</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.reproduced{{color:#1a7f37}}
-.contradicted{{color:#cf222e}}.inconclusive{{color:#6e7781}}</style></head>
-<body><h1>SphereFace companion: {esc(reports_name)} profile</h1>
-<p>Produced by <code>{esc(reproduce_command(profile))}</code>.</p>
-<h2>Notebooks</h2>
-<table><tr><th>notebook</th><th>status</th><th>wall time</th></tr>
-{chr(10).join(rows)}
-</table>
-<h2>Claims</h2>
-<p>{esc(outcome_counts([c for r in runs for c in r.claims]))}</p>
-<table><tr><th>notebook</th><th>claim</th><th>paper</th><th>ours</th><th>effect [interval]</th><th>outcome</th></tr>
-{chr(10).join(claim_rows)}
-</table>
-<h2>Provenance</h2>
-{provenance}
-</body></html>
-"""
-    atomic_write_text(layout.reports_dir(reports_name) / "html" / "index.html", page)
-
-
-def update_readme(readme: Path, table: str) -> None:
-    """Replace the block between the results markers of the README (appended once if absent)."""
-    text = readme.read_text() if readme.is_file() else ""
-    block = f"{RESULTS_START}\n{table}\n{RESULTS_END}"
-    if RESULTS_START not in text and RESULTS_END not in text:
-        text = text.rstrip("\n") + f"\n\n## Results\n\n{block}\n"
-    else:
-        start, end = text.find(RESULTS_START), text.find(RESULTS_END)
-        if start < 0 or end < start or text.count(RESULTS_START) != 1 or text.count(RESULTS_END) != 1:
-            raise ReproduceError(
-                f"{readme}: the markers {RESULTS_START} and {RESULTS_END} must each appear once, start first"
-            )
-        text = text[:start] + block + text[end + len(RESULTS_END):]
-    atomic_write_text(readme, text)
-
-
 def update_test_copies(layout: Layout, stems: Sequence[str], target: Path) -> list[Path]:
     """Copy the smoke-executed notebooks into ``target`` (tests/notebooks/), where nbval re-runs them."""
     target.mkdir(parents=True, exist_ok=True)
@@ -820,7 +494,7 @@ Make targets: make reproduce [PROFILE=smoke|default|paper] [FORCE=1] [DATA=<pack
 Overrides (--param / PARAMS) are validated like profile values and apply to every notebook that declares
 the name; their results go to reports/<profile>-custom/, never over the profile's own (committed) reports,
 and the README is not touched. After running, each claim is compared with the committed report of the
-same profile (git HEAD): same outcome, and one run's effect inside the other's interval.
+same profile (git HEAD): same outcome, and (effect by effect) one run's effect inside the other's interval.
 The smoke and default profiles run their kernels with the CPU dispatch pinned (ATEN_CPU_CAPABILITY=avx2,
 MKL_CBWR=AVX2, ONEDNN_MAX_CPU_ISA=AVX2) so that x86-64 machines with AVX2 compute the same numbers; the
 thread count also changes the last bits (reductions are split per thread): to match a committed report
