@@ -14,7 +14,7 @@ from sphereface_lib.companion.discussion import (
     discussion_markdown,
     scale_notes,
 )
-from sphereface_lib.companion.reproduce import Claim
+from sphereface_lib.companion.claims import Claim
 
 VERIFICATION = Training("sphereface10", 0.125, 64, 1000, 3)
 FEATURES_2D = Training("sphereface4", 0.125, 2, 400, 1, task="features")

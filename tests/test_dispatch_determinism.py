@@ -42,7 +42,7 @@ for it in range(iterations):
 digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()[:16]
 """
 RECORD = """\
-from sphereface_lib.companion.reproduce import Claim, record_claims
+from sphereface_lib.companion.claims import Claim, record_claims
 record_claims([Claim("weights after training", "-", "", digest, "reproduced", f"loss {loss.item():.10f}", "sha256")])
 """
 #: what each simulated machine's libraries would pick by themselves

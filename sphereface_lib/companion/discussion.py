@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence
 
-from .reproduce import Claim, outcome_counts
+from .claims import Claim, outcome_counts
 
 #: what the paper trained for the verification claims (Tables 2-5, Section 4.1)
 PAPER_VERIFICATION_TRAINING = ("the paper's 28k iterations of SphereFace-64 at full width (512-d features) on "

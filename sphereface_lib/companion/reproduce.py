@@ -44,8 +44,6 @@ from ..errors import UserError, run_command
 from ..fingerprint import library_fingerprint, sha256_of_parts
 from . import parameters as parameter_types
 from .claims import Claim, ClaimError, read_claims
-# re-exported: notebooks 01-04 and 06 and discussion.py import these from here
-from .claims import outcome_counts, record_claims  # noqa: F401
 from .report import (
     CUSTOM_SUFFIX, NotebookRun, committed_claims, render_html, reproduce_command, reproduction_table,
     summary_markdown, summary_text, update_readme, write_index,
