@@ -39,7 +39,7 @@ from tqdm import tqdm
 from sphereface_lib.data.packed import PackedDataset, PackedWriter
 from sphereface_lib.errors import UserError, run_command
 
-from .align import HEIGHT, WIDTH, centre_crop, detect_and_align, outside_fraction
+from .align import FACE_RULES, HEIGHT, WIDTH, centre_crop, detect_and_align, outside_fraction
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pbm", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
 #: What happens to an image in which MTCNN finds no face.
@@ -86,6 +86,7 @@ class PrepConfig:
     overwrite: bool = False
     keep_work: bool = False
     max_outside: float | None = None
+    face: str = "central"
 
     def __post_init__(self) -> None:
         if self.on_miss not in ON_MISS:
@@ -102,6 +103,8 @@ class PrepConfig:
         if self.min_face_size < MIN_FACE_SIZE:
             raise UserError(f"--min-face-size must be >= {MIN_FACE_SIZE} (MTCNN's P-Net window, in pixels), "
                             f"got {self.min_face_size}")
+        if self.face not in FACE_RULES:
+            raise UserError(f"--face must be one of {sorted(FACE_RULES)}, got {self.face!r}")
         if self.max_outside is not None and not (0 <= self.max_outside <= 1):
             raise UserError(f"--max-outside must be a fraction in [0, 1] of the crop, got {self.max_outside}")
 
@@ -210,7 +213,8 @@ def image_files(folder: Path) -> tuple[list[Path], list[Problem]]:
 
 def _shard_name(index: int, items: Sequence[Item], config: PrepConfig) -> str:
     h = hashlib.sha1()
-    h.update(json.dumps([_SHARD_VERSION, config.pad, config.on_miss, config.channels, config.min_face_size]).encode())
+    h.update(json.dumps([_SHARD_VERSION, config.pad, config.on_miss, config.channels, config.min_face_size,
+                         config.face]).encode())
     for it in items:
         h.update(f"{it.key}\t{it.identity}\t{it.path}\n".encode())
     return f"shard-{index:05d}-{h.hexdigest()[:12]}.npz"
@@ -243,7 +247,7 @@ def _process_shard(args: tuple[list[Item], PrepConfig, str]) -> str:
             status.append("unreadable")
             messages.append(str(exc))
             continue
-        found = detect_and_align(_DETECTOR, image, pad=config.pad)
+        found = detect_and_align(_DETECTOR, image, pad=config.pad, face=config.face)
         if found is not None:
             crop, state, msg = found[0], "aligned", ""
             landmarks[i] = found[1]
@@ -401,6 +405,7 @@ def _pack(
         "pad": config.pad,
         "on_miss": config.on_miss,
         "min_face_size": config.min_face_size,
+        "face": config.face,
         "max_outside": config.max_outside,
         "outside": "outside.npy: per image, the fraction of the crop outside its source image (black fill)",
         "protocol_files": sorted(protocol_files),
@@ -454,6 +459,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no face found: skip the image, or use a centred crop (for pre-cropped sets)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=3, help="output channels")
     parser.add_argument("--min-face-size", type=int, default=20, help="smallest face MTCNN searches for (px)")
+    parser.add_argument("--face", choices=sorted(FACE_RULES), default="central",
+                        help="which face to keep when MTCNN finds several: the one closest to the image centre, "
+                             "or the largest (in-the-wild photos)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--keep-work", action="store_true", help="keep the shard folder after packing")
     parser.add_argument("--max-outside", type=float, default=None,
@@ -467,7 +475,7 @@ def config_from_args(args: argparse.Namespace) -> PrepConfig:
     config = PrepConfig(out=args.out, work_dir=args.work_dir, workers=args.workers, shard_size=args.shard_size,
                         pad=args.pad, on_miss=args.on_miss, channels=args.channels,
                         min_face_size=args.min_face_size, overwrite=args.overwrite, keep_work=args.keep_work,
-                        max_outside=args.max_outside)
+                        max_outside=args.max_outside, face=args.face)
     check_out(config.out, config.overwrite)
     return config
 
