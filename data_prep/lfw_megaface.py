@@ -7,7 +7,7 @@ distractors of one photo each. Here both come from LFW (Huang et al. 2007), as i
 each person's images:
 
 * ``DATA/megaface_probe/``: every person with at least ``--probe-min-images`` images (default 10: 158 people,
-  1,680 images in LFW), each aligned image of theirs;
+  4,324 images in LFW), each aligned image of theirs;
 * ``DATA/megaface_distractors/``: every person with exactly one image (4,069 in LFW), that image.
 
 A person is in one set or the other by their image count, so the two are identity-disjoint by construction

@@ -213,6 +213,8 @@ def test_lfw_subset_lists_the_image_mtcnn_misses_and_splits_megaface_like(tmp_pa
 
 
 def test_real_lfw_names_give_158_probe_people_and_4069_one_image_distractors() -> None:
-    probes, distractors = lfw_megaface.split_people(lfw_megaface.read_image_counts(_need(NAMES)), 10)
+    counts = lfw_megaface.read_image_counts(_need(NAMES))
+    probes, distractors = lfw_megaface.split_people(counts, 10)
     assert (len(probes), len(distractors)) == (158, 4069)
+    assert sum(counts[p] for p in probes) == 4324 and sum(counts.values()) == 13233
     assert not set(probes) & set(distractors)
