@@ -27,13 +27,14 @@ import argparse
 import hashlib
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 from sphereface_lib.data.packed import atomic_write_text
 from sphereface_lib.errors import UserError
 
+from .align import FACE_RULES
 from .folders import list_folders
 from .pipeline import (Item, PrepResult, Problem, add_common_arguments, cli, command_line, config_from_args,
                        report, require_dir)
@@ -109,10 +110,13 @@ def run(argv: Sequence[str] | None = None) -> PrepResult:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", required=True, type=Path, help="folder with one sub-folder of photos per identity")
     parser.add_argument("--source-name", default=None, help="name stored in the manifest (default: src folder name)")
+    parser.add_argument("--face", choices=sorted(FACE_RULES), default="largest",
+                        help="which face to keep when MTCNN finds several: the largest (default: the photo's "
+                             "subject) or the one closest to the image centre")
     add_common_arguments(parser)
-    parser.set_defaults(face="largest", min_face_size=WILD_MIN_FACE_SIZE)
+    parser.set_defaults(min_face_size=WILD_MIN_FACE_SIZE)
     args = parser.parse_args(argv)
-    config = config_from_args(args)
+    config = replace(config_from_args(args), face=args.face)
     src = require_dir(args.src, "--src")
     listed, problems = list_folders(src)
     if not listed:

@@ -459,9 +459,6 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no face found: skip the image, or use a centred crop (for pre-cropped sets)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=3, help="output channels")
     parser.add_argument("--min-face-size", type=int, default=20, help="smallest face MTCNN searches for (px)")
-    parser.add_argument("--face", choices=sorted(FACE_RULES), default="central",
-                        help="which face to keep when MTCNN finds several: the one closest to the image centre, "
-                             "or the largest (in-the-wild photos)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--keep-work", action="store_true", help="keep the shard folder after packing")
     parser.add_argument("--max-outside", type=float, default=None,
@@ -475,7 +472,7 @@ def config_from_args(args: argparse.Namespace) -> PrepConfig:
     config = PrepConfig(out=args.out, work_dir=args.work_dir, workers=args.workers, shard_size=args.shard_size,
                         pad=args.pad, on_miss=args.on_miss, channels=args.channels,
                         min_face_size=args.min_face_size, overwrite=args.overwrite, keep_work=args.keep_work,
-                        max_outside=args.max_outside, face=args.face)
+                        max_outside=args.max_outside)
     check_out(config.out, config.overwrite)
     return config
 
