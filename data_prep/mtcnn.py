@@ -11,8 +11,8 @@ installed with ``pip install --no-deps facenet-pytorch==2.6.0``. Nothing is down
 Differences from facenet-pytorch's ``detect_face``: one image at a time, numpy non-maximum suppression,
 boxes that reach past the image border are zero-padded (as in the original MTCNN) instead of clipped, and the
 networks' weights are stored channels-last: PyTorch's CPU max-pooling with ``ceil_mode`` is several times faster
-on channels-last tensors, which made detection 40% faster (64 -> 38 ms CPU per in-the-wild 256-px photo at a
-12-px smallest face, one thread), with landmarks within 1e-4 px of the contiguous layout's on 120 CelebA and LFW photos.
+on channels-last tensors, which made detection 40% faster (64 -> 38 ms CPU per photo on 60 CelebA and 60 LFW
+photos, 12-px smallest face, one thread), with landmarks within 1e-4 px of those of the default layout.
 """
 
 from __future__ import annotations
