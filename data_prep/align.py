@@ -58,6 +58,19 @@ def central_face(detections: Detections, image_shape: tuple[int, ...]) -> int:
     return int(np.argmin(((centres - target) ** 2).sum(axis=1)))
 
 
+def largest_face(detections: Detections, image_shape: tuple[int, ...]) -> int:
+    """Index of the detected face with the largest box (the photo's subject in in-the-wild photos, where a
+    smaller face near the centre is often a bystander or a false detection)."""
+    if not len(detections):
+        raise ValueError("no face to choose from")
+    sides = detections.boxes[:, 2:4] - detections.boxes[:, :2]
+    return int(np.argmax(sides[:, 0] * sides[:, 1]))
+
+
+#: how to pick one face among several: ``central`` (LFW's convention: the person is centred) or ``largest``
+FACE_RULES = {"central": central_face, "largest": largest_face}
+
+
 def centre_crop(image: np.ndarray) -> np.ndarray:
     """The largest centred 112:96 region of ``image``, resized to 112x96 (fallback for pre-cropped sets)."""
     h, w = image.shape[:2]
@@ -67,19 +80,22 @@ def centre_crop(image: np.ndarray) -> np.ndarray:
 
 
 def detect_and_align(
-    detector: MTCNN, image: np.ndarray, pad: float = 0.0
+    detector: MTCNN, image: np.ndarray, pad: float = 0.0, face: str = "central"
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(112x96 crop, landmarks in ``image`` coordinates) of the most central face, or None if none is found.
+    """(112x96 crop, landmarks in ``image`` coordinates) of the face chosen by the rule ``face`` (a key of
+    :data:`FACE_RULES`), or None if none is found.
 
     ``pad`` adds a black border of that fraction of the longer side before detection, which helps MTCNN
     on tight face crops; landmarks are returned in the unpadded image's coordinates.
     """
     if pad < 0:
         raise ValueError(f"pad must be >= 0, got {pad}")
+    if face not in FACE_RULES:
+        raise ValueError(f"face must be one of {sorted(FACE_RULES)}, got {face!r}")
     p = int(round(pad * max(image.shape[:2])))
     padded = cv2.copyMakeBorder(image, p, p, p, p, cv2.BORDER_CONSTANT, value=0) if p else image
     found = detector.detect(padded)
     if not len(found):
         return None
-    landmarks = found.landmarks[central_face(found, padded.shape)].astype(np.float64) - p
+    landmarks = found.landmarks[FACE_RULES[face](found, padded.shape)].astype(np.float64) - p
     return warp_to_template(image, landmarks), landmarks

@@ -5,9 +5,13 @@
 Keys are ``name/0001`` (1-based, as pairs.txt counts images). The pairs file is copied unchanged beside the
 pack and read with :func:`sphereface_lib.data.protocols.read_lfw_pairs` (View 2 ``pairs.txt`` or View 1
 ``pairsDevTrain.txt``/``pairsDevTest.txt``); entries whose image is missing or was not aligned are listed in
-``failures.tsv`` (kind ``pairs_missing``, at ``file:line``) and counted in the manifest. A pairs file that is
-not UTF-8 stops the command before any image is aligned; a malformed one is listed once (kind ``bad_pairs_file``, with the reader's message naming file and line) and not checked
-further.
+``failures.tsv`` (kind ``pairs_missing``, at ``file:line``) and counted in the manifest. An image in which MTCNN
+finds no face (on the deep-funneled LFW: ``Marilyn_Monroe/0001`` only) is listed (kind ``no_face``), never fatal;
+the pairs that use it are listed as ``pairs_missing``. The counts, the misses and the MTCNN throughput are
+printed and written to ``<out>/prep_report.json``; :mod:`data_prep.lfw_megaface` then makes a MegaFace-like
+probe/distractor split from the pack. A pairs file that is not UTF-8 stops the command before any image is
+aligned; a malformed one is listed once (kind ``bad_pairs_file``, with the reader's message naming file and line)
+and not checked further.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from sphereface_lib.data.protocols import ProtocolFormatError, lfw_key, read_lfw
 from sphereface_lib.errors import UserError
 
 from .folders import list_folders
-from .pipeline import (cli, Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args, prepare,
+from .pipeline import (cli, Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args,
                        report, require_dir, require_file, require_utf8)
+from .prep_report import timed_prepare, write_report
 
 _NUMBERED = re.compile(r"^(?P<name>.+)_(?P<num>\d+)$")
 
@@ -73,10 +78,11 @@ def run(argv: Sequence[str] | None = None) -> PrepResult:
     items, problems = list_lfw(src)
     if not items:
         raise UserError(f"--src {src} has no <name>/<name>_NNNN.jpg files")
-    result = prepare(items, config, source="lfw", command=command_line("data_prep.lfw", argv), problems=problems,
-                     protocol_files={p.name: p for p in args.pairs},
-                     protocol_check=lambda keys: [q for p in args.pairs for q in check_pairs(p, keys)])
+    result, speed = timed_prepare(items, config, source="lfw", command=command_line("data_prep.lfw", argv),
+                                  problems=problems, protocol_files={p.name: p for p in args.pairs},
+                                  protocol_check=lambda keys: [q for p in args.pairs for q in check_pairs(p, keys)])
     report(result)
+    write_report(result, speed)
     return result
 
 

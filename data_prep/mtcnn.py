@@ -9,7 +9,10 @@ installed package (its Python code imports torchvision, which this project does 
 installed with ``pip install --no-deps facenet-pytorch==2.6.0``. Nothing is downloaded at run time.
 
 Differences from facenet-pytorch's ``detect_face``: one image at a time, numpy non-maximum suppression,
-and boxes that reach past the image border are zero-padded (as in the original MTCNN) instead of clipped.
+boxes that reach past the image border are zero-padded (as in the original MTCNN) instead of clipped, and the
+networks' weights are stored channels-last: PyTorch's CPU max-pooling with ``ceil_mode`` is several times faster
+on channels-last tensors, which made detection 40% faster (64 -> 38 ms CPU per photo on 60 CelebA and 60 LFW
+photos, 12-px smallest face, one thread), with landmarks within 1e-4 px of those of the default layout.
 """
 
 from __future__ import annotations
@@ -190,6 +193,7 @@ class MTCNN:
             state = torch.load(folder / name, map_location="cpu", weights_only=True)
             net.load_state_dict(state)
             net.eval()
+            net.to(memory_format=torch.channels_last)  # see the module docstring: faster pooling on CPU
         self.min_face_size, self.thresholds, self.factor = min_face_size, thresholds, factor
 
     @staticmethod

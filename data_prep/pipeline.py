@@ -42,7 +42,7 @@ from sphereface_lib.data.packed import (WRITE_FAULT_FIX, PackedDataset, PackedWr
 from sphereface_lib.errors import UserError, run_command
 from sphereface_lib.locking import output_lock
 
-from .align import HEIGHT, WIDTH, centre_crop, detect_and_align, outside_fraction
+from .align import FACE_RULES, HEIGHT, WIDTH, centre_crop, detect_and_align, outside_fraction
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pbm", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
 #: What happens to an image in which MTCNN finds no face.
@@ -91,6 +91,7 @@ class PrepConfig:
     overwrite: bool = False
     keep_work: bool = False
     max_outside: float | None = None
+    face: str = "central"
 
     def __post_init__(self) -> None:
         if self.on_miss not in ON_MISS:
@@ -107,6 +108,8 @@ class PrepConfig:
         if self.min_face_size < MIN_FACE_SIZE:
             raise UserError(f"--min-face-size must be >= {MIN_FACE_SIZE} (MTCNN's P-Net window, in pixels), "
                             f"got {self.min_face_size}")
+        if self.face not in FACE_RULES:
+            raise UserError(f"--face must be one of {sorted(FACE_RULES)}, got {self.face!r}")
         if self.max_outside is not None and not (0 <= self.max_outside <= 1):
             raise UserError(f"--max-outside must be a fraction in [0, 1] of the crop, got {self.max_outside}")
 
@@ -215,7 +218,8 @@ def image_files(folder: Path) -> tuple[list[Path], list[Problem]]:
 
 def _shard_name(index: int, items: Sequence[Item], config: PrepConfig) -> str:
     h = hashlib.sha1()
-    h.update(json.dumps([_SHARD_VERSION, config.pad, config.on_miss, config.channels, config.min_face_size]).encode())
+    h.update(json.dumps([_SHARD_VERSION, config.pad, config.on_miss, config.channels, config.min_face_size,
+                         config.face]).encode())
     for it in items:
         h.update(f"{it.key}\t{it.identity}\t{it.path}\n".encode())
     return f"shard-{index:05d}-{h.hexdigest()[:12]}.npz"
@@ -248,7 +252,7 @@ def _process_shard(args: tuple[list[Item], PrepConfig, str]) -> str:
             status.append("unreadable")
             messages.append(str(exc))
             continue
-        found = detect_and_align(_DETECTOR, image, pad=config.pad)
+        found = detect_and_align(_DETECTOR, image, pad=config.pad, face=config.face)
         if found is not None:
             crop, state, msg = found[0], "aligned", ""
             landmarks[i] = found[1]
@@ -418,6 +422,7 @@ def _pack(
         "pad": config.pad,
         "on_miss": config.on_miss,
         "min_face_size": config.min_face_size,
+        "face": config.face,
         "max_outside": config.max_outside,
         "outside": "outside.npy: per image, the fraction of the crop outside its source image (black fill)",
         "protocol_files": sorted(protocol_files),
