@@ -173,7 +173,8 @@ def _clone_like(root: Path) -> Path:
 
 
 def _environment(project: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(PROJECT), "SPHEREFACE_PROJECT": str(project),
+    # one thread per process: tiny workloads, and idle OpenMP threads spin against the machine's other jobs
+    return {**os.environ, "PYTHONPATH": str(PROJECT), "SPHEREFACE_PROJECT": str(project), "OMP_NUM_THREADS": "1",
             "PATH": f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
