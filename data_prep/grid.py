@@ -1,6 +1,6 @@
 """A sample grid of aligned crops from a pack, for a person to check the alignment by eye.
 
-    python -m data_prep.grid --pack data/att_aligned --out docs/aligned_att_grid.png
+    python -m data_prep.grid --pack data/att_aligned --out data/att_aligned_grid.png
 
 Each row is one identity; red dots mark the SphereFace template landmarks (eyes, nose tip, mouth corners)
 where the aligned faces' landmarks should sit.
