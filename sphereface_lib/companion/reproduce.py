@@ -18,7 +18,14 @@ Each notebook is executed by papermill on the ``sphereface`` kernel into a tempo
 by a bundled MathJax, offline). A notebook whose executed copy carries the same fingerprint (notebook cells
 + parameters + library source) is skipped, so an interrupted run continues where it stopped. The kernels of
 the smoke and default profiles run with the CPU dispatch pinned (:mod:`.provenance`), and every executed
-notebook records where it ran in ``metadata.sphereface.provenance``.
+notebook records where it ran, with the run's ``--data`` path and ``--param`` overrides, in
+``metadata.sphereface.provenance``.
+
+A run holds the writer lock of its reports folder (:mod:`sphereface_lib.locking`, the training run folder's) from
+its first write to its last: a second run into the same folder stops with one line naming the first. A stored
+report made with other ``--data``/``--param`` than this run's is listed without its claims, never mixed into
+this run's summary. A full disk while writing any report is one ``disk full while writing <path>`` line, and
+nothing partial stays.
 """
 
 from __future__ import annotations
@@ -41,8 +48,8 @@ from typing import Any, Callable, Sequence
 from .project import project_root
 from ..data.packed import write_fault
 from ..errors import UserError, run_command
-from ..locking import writer_lock
 from ..fingerprint import library_fingerprint, sha256_of_parts
+from ..locking import writer_lock
 from . import parameters as parameter_types
 from .claims import Claim, ClaimError, read_claims
 from .report import (
@@ -358,11 +365,11 @@ def execute_notebook(
         nbformat.write(nb, str(tmp))
         os.replace(tmp, final)
     except Exception as exc:  # a full disk while papermill or we write the notebook: nothing partial stays
-        tmp.unlink(missing_ok=True)
-        console.unlink(missing_ok=True)
         fault = write_fault(final, exc, REPORT_WRITE_FIX)
         if fault is None:
             raise
+        tmp.unlink(missing_ok=True)
+        console.unlink(missing_ok=True)
         raise fault from exc
     leaks = absolute_path_cells(nb, [layout.notebooks_dir.resolve().parent, PROJECT_ROOT, Path.home()])
     if leaks:
