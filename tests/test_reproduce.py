@@ -315,7 +315,11 @@ with writer_lock(folder / ".writer.lock", folder / ".writer.lock.owner", "x", "y
 
 def _run_quietly(layout: Layout, **kw) -> int:
     """``reproduce`` as its command line runs it: the exit status (a user error printed as one line)."""
-    return run_command(lambda _: reproduce.reproduce(layout=layout, log=lambda _: None, **kw) and 0, [])
+    def main(_: object) -> int:
+        reproduce.reproduce(layout=layout, log=lambda _: None, **kw)
+        return 0
+
+    return run_command(main, [])
 
 
 def test_a_second_run_into_one_reports_folder_is_refused_naming_the_first(
@@ -376,3 +380,23 @@ def test_reports_made_with_other_data_or_overrides_are_not_mixed_into_the_summar
     assert runs[0].claims[0].ours == "9.9"
     runs = reproduce.reproduce("default", layout=layout, stems=[], data=layout.readme, readme=False, log=lambda _: None)
     assert runs[0].claims == []
+
+
+def test_two_params_runs_into_one_custom_folder_do_not_mix(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reproduce, "check_kernel", lambda _: None)
+    monkeypatch.setattr(reproduce, "kernel_provenance", lambda env: {})
+    monkeypatch.setattr(reproduce, "execute_notebook", lambda layout, name, stem, *a, **kw: reproduce.NotebookRun(
+        stem, "executed", 1.0, [Claim("fresh", "1", "", "1", "reproduced", "+1 [+0.5, +1.5]", "t")]))
+    other = "02_other"
+    _write_notebook(layout.notebook(other), CLAIMS_BODY)
+    layout.profile_file("default", other).write_text("")
+    _stored_report(layout, "default-custom", {"data": None, "overrides": {"n": 3}})  # a first PARAMS run's report
+    custom = layout.reports_dir("default-custom")
+    (custom / f"{STEM}.ipynb").rename(custom / f"{other}.ipynb")
+    runs = reproduce.reproduce("default", layout=layout, stems=[STEM], overrides={"n": 4}, log=lambda _: None)
+    assert [(r.stem, r.status) for r in runs] == [(STEM, "executed"), (other, "made with other --data/--param "
+                                                                             "(not listed; re-run it)")]
+    summary = (layout.reports_dir("default-custom") / "summary.md").read_text()
+    assert "fresh" in summary and "9.9" not in summary and "1 claims: 1 reproduced" in summary
+    runs = reproduce.reproduce("default", layout=layout, stems=[STEM], overrides={"n": 3}, log=lambda _: None)
+    assert [r.claims[0].ours for r in runs] == ["1", "9.9"]  # the same overrides: both listed
