@@ -1,7 +1,9 @@
 """Faults around a run folder: SIGKILL inside a checkpoint write (the run resumes bit for bit and the torn
 temporary file is removed), two writers on one run folder (the second is refused, naming the first), a full
 disk while writing a checkpoint (one error line, the previous checkpoint intact, no temporary file left), also
-when torch.save hides the ENOSPC in a RuntimeError, and while packing (nothing partial left).
+when torch.save hides the ENOSPC in a RuntimeError, while packing (nothing partial left), and while the notebook
+runner writes a report (an executed notebook, the index, the summary, the README: one error line each, nothing
+partial left).
 A SIGKILL between checkpoints is tests/test_training_processes.py's."""
 
 from __future__ import annotations
@@ -250,3 +252,72 @@ def test_a_full_disk_while_packing_leaves_no_partial_folder(tmp_path: Path, monk
     with pytest.raises(OutputWriteError, match="disk full while writing"):
         writer.close()
     assert sorted(tmp_path.iterdir()) == []
+
+
+def _fsync_full_for(name: str, monkeypatch) -> None:
+    """Make the fsync of any file whose name contains ``name`` fail as on a full disk."""
+    from sphereface_lib.data import packed
+
+    real_fsync = packed.os.fsync
+
+    def fsync(fd: int) -> None:
+        if name in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(packed.os, "fsync", fsync)
+
+
+def _one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+REPORT_FIX = "the previous version is intact and nothing partial was left behind"
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+@pytest.mark.parametrize("name", ["index.html", "summary.md", "README.md"])
+def test_a_full_disk_while_writing_a_report_page_is_one_error_line(name: str, tmp_path: Path, monkeypatch,
+                                                                    capsys) -> None:
+    from sphereface_lib.companion import reproduce
+    from sphereface_lib.errors import run_command
+    from test_reproduce import make_layout
+
+    layout = make_layout(tmp_path)
+    monkeypatch.setattr(reproduce, "check_kernel", lambda _: None)
+    readme = layout.readme.read_text()
+    _fsync_full_for(name, monkeypatch)
+    assert run_command(lambda _: reproduce.reproduce("default", layout=layout, stems=[], log=lambda _: None), []) == 2
+    target = {"index.html": layout.reports_dir("default") / "html" / "index.html",
+              "summary.md": layout.reports_dir("default") / "summary.md", "README.md": layout.readme}[name]
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: disk full while writing {target} (No space left on device); {REPORT_FIX}"), line
+    assert not list(tmp_path.rglob("*.tmp")) and layout.readme.read_text() == readme
+    assert target == layout.readme or not target.exists()
+
+
+def test_a_full_disk_while_papermill_writes_the_notebook_leaves_no_partial(tmp_path: Path, monkeypatch,
+                                                                          capsys) -> None:
+    import papermill
+
+    from sphereface_lib.companion import reproduce
+    from sphereface_lib.errors import run_command
+    from test_reproduce import STEM, make_layout
+
+    layout = make_layout(tmp_path)
+    monkeypatch.setattr(reproduce, "check_kernel", lambda _: None)
+    monkeypatch.setattr(reproduce, "kernel_provenance", lambda env: {})
+
+    def execute_notebook(source: str, output: str, **kwargs) -> None:  # writes 61 KB, then the disk is full
+        Path(output).write_bytes(bytes(61_000))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    assert run_command(lambda _: reproduce.reproduce("default", layout=layout, stems=[STEM], log=lambda _: None),
+                       []) == 2
+    final = layout.reports_dir("default") / f"{STEM}.ipynb"
+    assert _one_error_line(capsys).startswith(
+        f"error: disk full while writing {final} (No space left on device); {REPORT_FIX}")
+    assert sorted(p.name for p in layout.reports_dir("default").iterdir()) == [".writer.lock"]

@@ -38,7 +38,10 @@ def test_block_lines_and_pins(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in DISPATCH_PINS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MKL_CBWR", "AVX2")
+    for key in (provenance.DATA_VARIABLE, provenance.OVERRIDES_VARIABLE):
+        monkeypatch.delenv(key, raising=False)
     block = provenance.collect_provenance("default", wall_s=12.34, commit="abc1234")
+    assert "data" not in block and "overrides" not in block  # outside a run: not claimed
     assert block["dispatch_pins"] == {"MKL_CBWR": "AVX2"} and block["wall_s"] == 12.3
     assert block["profile"] == "default" and block["commit"] == "abc1234" and block["threads"]["intra_op"] >= 1
     text = provenance.provenance_markdown(block)
@@ -61,3 +64,17 @@ def test_show_provenance_displays_the_lines(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv(provenance.PROFILE_VARIABLE, "smoke")
     block = provenance.show_provenance()
     assert block["profile"] == "smoke" and "profile: smoke" in shown[0].data and shown[0].data.startswith("**Provenance**")
+
+
+def test_the_block_records_the_runs_data_path_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in provenance.run_settings_environment("data/att_real", {"seeds": [0, 1], "lr": 0.05}).items():
+        monkeypatch.setenv(key, value)
+    block = provenance.collect_provenance("default-custom", commit="abc1234")
+    assert block["data"] == "data/att_real" and block["overrides"] == {"seeds": [0, 1], "lr": 0.05}
+    lines = provenance.provenance_lines(block)
+    assert lines[-1] == "data: `data/att_real`; overrides (--param): `lr=0.05`, `seeds=[0, 1]`"
+    for key, value in provenance.run_settings_environment(None, {}).items():
+        monkeypatch.setenv(key, value)
+    block = provenance.collect_provenance("default", commit="abc1234")
+    assert block["data"] is None and block["overrides"] == {}
+    assert provenance.provenance_lines(block)[-1] == "data: none (the profile's own); overrides (--param): none"

@@ -44,8 +44,8 @@ CLAIMS_BODY = (
 )
 
 
-@pytest.fixture()
-def layout(tmp_path: Path) -> Layout:
+def make_layout(tmp_path: Path) -> Layout:
+    """A project layout under ``tmp_path``: the tiny notebook, its profile files and a README."""
     layout = Layout(tmp_path / "notebooks", tmp_path / "profiles", tmp_path / "reports", tmp_path / "README.md")
     _write_notebook(layout.notebook(STEM), CLAIMS_BODY)
     for profile in reproduce.PROFILES:
@@ -53,6 +53,11 @@ def layout(tmp_path: Path) -> Layout:
         layout.profile_file(profile, STEM).write_text("n: 3\n")
     layout.readme.write_text("# Title\n\nintro\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\ntail\n")
     return layout
+
+
+@pytest.fixture()
+def layout(tmp_path: Path) -> Layout:
+    return make_layout(tmp_path)
 
 
 def test_validation_rejects_unknown_and_mistyped_parameters(layout: Layout) -> None:
@@ -184,6 +189,8 @@ def test_run_skip_rerun_reports_readme_and_check_against_committed(layout: Layou
     provenance = nb["metadata"]["sphereface"]["provenance"]
     assert provenance["dispatch_pins"] == reproduce.dispatch_environment("default") and provenance["profile"] == "default"
     assert provenance["torch_cpu_capability"] in ("AVX2", "DEFAULT") and provenance["wall_s"] > 0
+    assert provenance["data"] == "README.md" and provenance["overrides"] == {}  # the run's --data and --param
+    assert nb["metadata"]["sphereface"]["data"] == "README.md" and nb["metadata"]["sphereface"]["overrides"] == {}
     html_dir = layout.reports_dir("default") / "html"
     page = (html_dir / f"{STEM}.html").read_text()
     assert "# values" not in page and page.count("# Parameters") == 1  # the values used, shown once
@@ -199,6 +206,7 @@ def test_run_skip_rerun_reports_readme_and_check_against_committed(layout: Layou
     assert "| sum is n*scale | 4.5 (Table 1) | 4.5 | +0.0 [-0.5, +0.5] | reproduced |" in readme
     assert "1 claims: 1 reproduced, 0 inconclusive, 0 contradicted" in readme and "Provenance of notebooks 01" in readme
     assert "make reproduce" in readme and "old" not in readme
+    assert "data: `README.md`; overrides (--param): none" in readme
     assert not list(layout.reports_dir("default").glob(".*partial*"))
 
     logs.clear()
@@ -221,7 +229,10 @@ def test_run_skip_rerun_reports_readme_and_check_against_committed(layout: Layou
 
     custom = reproduce.reproduce("default", layout=layout, stems=[STEM], overrides={"n": 3}, log=logs.append)
     assert custom[0].status == "executed" and "1 of 1 compared claims agree" in logs[-1]
-    assert (layout.reports_dir("default-custom") / f"{STEM}.ipynb").is_file()
+    custom_nb = json.loads((layout.reports_dir("default-custom") / f"{STEM}.ipynb").read_text())
+    assert custom_nb["metadata"]["sphereface"]["provenance"]["overrides"] == {"n": 3}
+    assert "data: none (the profile's own); overrides (--param): `n=3`" in (
+        layout.reports_dir("default-custom") / "summary.md").read_text()
     assert reproduce.read_claims(json.loads(executed.read_text()))[0].ours == "6.0"  # the profile's report is kept
     assert "| 4.5 | +1.5" not in layout.readme.read_text() and "default-custom" not in layout.readme.read_text()
 
@@ -289,3 +300,103 @@ def test_command_line_errors_are_one_line(capsys: pytest.CaptureFixture) -> None
     assert capsys.readouterr().err.strip().splitlines() == ["error: --param '7': write NAME=VALUE, e.g. iterations=200 "
                                                             "or seeds=[0,1]"]
     assert run_command(reproduce.main, ["--profile", "default", "--update-test-copies"]) == 2
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from sphereface_lib.locking import writer_lock
+folder = Path(sys.argv[1])
+with writer_lock(folder / ".writer.lock", folder / ".writer.lock.owner", "x", "y"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def _run_quietly(layout: Layout, **kw) -> int:
+    """``reproduce`` as its command line runs it: the exit status (a user error printed as one line)."""
+    def main(_: object) -> int:
+        reproduce.reproduce(layout=layout, log=lambda _: None, **kw)
+        return 0
+
+    return run_command(main, [])
+
+
+def test_a_second_run_into_one_reports_folder_is_refused_naming_the_first(
+        layout: Layout, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import os
+    import sys
+
+    monkeypatch.setattr(reproduce, "check_kernel", lambda _: None)
+    folder = layout.reports_dir("default-custom")
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert _run_quietly(layout, profile="default", stems=[STEM], overrides={"n": 4}) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: reports folder {folder} is in use by process "
+                                                       f"{holder.pid} on host "), lines
+        assert "two runs into one reports folder would mix their results" in lines[0]
+        assert sorted(p.name for p in folder.iterdir()) == [".writer.lock", ".writer.lock.owner"]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _run_quietly(layout, profile="default", stems=[], force=True) == 0  # the lock goes with its holder
+    assert _run_quietly(layout, profile="default", stems=[], data=layout.readme) == 0
+    assert (layout.reports_dir("default") / "summary.md").is_file()
+
+
+def _stored_report(layout: Layout, reports_name: str, settings: dict | None) -> None:
+    """An executed copy of the tiny notebook, its claim 'ours' = 9.9, made with ``settings`` (data, overrides)."""
+    nb = nbformat.read(str(layout.notebook(STEM)), as_version=4)
+    claim = {"claim": "sum is n*scale", "paper": "4.5", "paper_source": "Table 1", "ours": "9.9",
+             "outcome": "contradicted", "effect": "+5.4 [-0.5, +0.5]", "evidence": "x"}
+    nb.cells[-1].outputs = [nbformat.v4.new_output("display_data", {"text/plain": "claims"},
+                                                   metadata={claims_module.CLAIMS_METADATA_KEY: [claim]})]
+    nb.metadata["sphereface"] = {"profile": reports_name, **(settings or {})}
+    layout.reports_dir(reports_name).mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(layout.reports_dir(reports_name) / f"{STEM}.ipynb"))
+
+
+def test_reports_made_with_other_data_or_overrides_are_not_mixed_into_the_summary(
+        layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reproduce, "check_kernel", lambda _: None)
+    summary = layout.reports_dir("default") / "summary.md"
+    _stored_report(layout, "default", {"data": "other/pack", "overrides": {}})
+    runs = reproduce.reproduce("default", layout=layout, stems=[], readme=False, log=lambda _: None)
+    assert [(r.stem, r.status, r.claims) for r in runs] == [
+        (STEM, "made with other --data/--param (not listed; re-run it)", [])]
+    assert "9.9" not in summary.read_text() and "made with other --data/--param" in summary.read_text()
+    runs = reproduce.reproduce("default", layout=layout, stems=[], data=layout.readme, readme=False, log=lambda _: None)
+    assert runs[0].status.startswith("made with other")  # another data path
+    _stored_report(layout, "default", {"data": "README.md", "overrides": {}})
+    runs = reproduce.reproduce("default", layout=layout, stems=[], data=layout.readme, readme=False, log=lambda _: None)
+    assert runs[0].status == "stale (not re-run)" and runs[0].claims[0].ours == "9.9"  # the same settings: listed
+    assert "9.9" in summary.read_text()
+    _stored_report(layout, "default", None)  # a report from before the runner recorded them: made with neither
+    runs = reproduce.reproduce("default", layout=layout, stems=[], readme=False, log=lambda _: None)
+    assert runs[0].claims[0].ours == "9.9"
+    runs = reproduce.reproduce("default", layout=layout, stems=[], data=layout.readme, readme=False, log=lambda _: None)
+    assert runs[0].claims == []
+
+
+def test_two_params_runs_into_one_custom_folder_do_not_mix(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reproduce, "check_kernel", lambda _: None)
+    monkeypatch.setattr(reproduce, "kernel_provenance", lambda env: {})
+    monkeypatch.setattr(reproduce, "execute_notebook", lambda layout, name, stem, *a, **kw: reproduce.NotebookRun(
+        stem, "executed", 1.0, [Claim("fresh", "1", "", "1", "reproduced", "+1 [+0.5, +1.5]", "t")]))
+    other = "02_other"
+    _write_notebook(layout.notebook(other), CLAIMS_BODY)
+    layout.profile_file("default", other).write_text("")
+    _stored_report(layout, "default-custom", {"data": None, "overrides": {"n": 3}})  # a first PARAMS run's report
+    custom = layout.reports_dir("default-custom")
+    (custom / f"{STEM}.ipynb").rename(custom / f"{other}.ipynb")
+    runs = reproduce.reproduce("default", layout=layout, stems=[STEM], overrides={"n": 4}, log=lambda _: None)
+    assert [(r.stem, r.status) for r in runs] == [(STEM, "executed"), (other, "made with other --data/--param "
+                                                                             "(not listed; re-run it)")]
+    summary = (layout.reports_dir("default-custom") / "summary.md").read_text()
+    assert "fresh" in summary and "9.9" not in summary and "1 claims: 1 reproduced" in summary
+    runs = reproduce.reproduce("default", layout=layout, stems=[STEM], overrides={"n": 3}, log=lambda _: None)
+    assert [r.claims[0].ours for r in runs] == ["1", "9.9"]  # the same overrides: both listed

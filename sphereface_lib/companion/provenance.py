@@ -39,6 +39,9 @@ PINNED_PROFILES: tuple[str, ...] = ("smoke", "default", "real")
 #: set by the runner for the kernels, read by :func:`show_provenance` inside a notebook
 PROFILE_VARIABLE = "SPHEREFACE_PROFILE"
 COMMIT_VARIABLE = "SPHEREFACE_COMMIT"
+#: set by the runner for the kernels: the ``--data`` path ("" for none) and the ``--param`` overrides (JSON)
+DATA_VARIABLE = "SPHEREFACE_DATA"
+OVERRIDES_VARIABLE = "SPHEREFACE_OVERRIDES"
 PROJECT_ROOT = project_root()
 #: what the runner writes while it runs; a change there does not make the library's tree "dirty"
 OUTPUT_PATHS: tuple[str, ...] = ("reports", "README.md", "tests/notebooks")
@@ -47,6 +50,18 @@ OUTPUT_PATHS: tuple[str, ...] = ("reports", "README.md", "tests/notebooks")
 def dispatch_environment(profile: str) -> dict[str, str]:
     """The variables the runner sets for ``profile``'s kernels (empty for an unpinned profile)."""
     return dict(DISPATCH_PINS) if profile in PINNED_PROFILES else {}
+
+
+def run_settings_environment(data: str | None, overrides: dict[str, Any]) -> dict[str, str]:
+    """The variables that hand a run's data path and overrides to its kernels (read by :func:`run_settings`)."""
+    return {DATA_VARIABLE: data or "", OVERRIDES_VARIABLE: json.dumps(overrides, sort_keys=True)}
+
+
+def run_settings() -> dict[str, Any]:
+    """``{"data": path or None, "overrides": {...}}`` as the runner set them for this kernel; empty outside a run."""
+    if OVERRIDES_VARIABLE not in os.environ:
+        return {}
+    return {"data": os.environ.get(DATA_VARIABLE) or None, "overrides": json.loads(os.environ[OVERRIDES_VARIABLE])}
 
 
 def library_commit(root: Path = PROJECT_ROOT) -> str:
@@ -82,7 +97,8 @@ def _library_versions(config: str) -> dict[str, str]:
 
 
 def collect_provenance(profile: str | None = None, wall_s: float | None = None, commit: str | None = None) -> dict[str, Any]:
-    """The provenance block of this process: machine, dispatch, threads, GPU, versions, commit, profile, wall time.
+    """The provenance block of this process: machine, dispatch, threads, GPU, versions, commit, profile, the run's
+    data path and overrides (when the runner set them), wall time.
 
     ``commit`` defaults to :func:`library_commit` (the runner takes it once, before it writes anything).
     """
@@ -105,6 +121,7 @@ def collect_provenance(profile: str | None = None, wall_s: float | None = None, 
         "numpy": numpy.__version__,
         "commit": commit or os.environ.get(COMMIT_VARIABLE) or library_commit(),
         "profile": profile or os.environ.get(PROFILE_VARIABLE) or "interactive",
+        **run_settings(),
     }
     if wall_s is not None:
         block["wall_s"] = round(float(wall_s), 1)
@@ -124,6 +141,10 @@ def provenance_lines(block: dict[str, Any]) -> list[str]:
         f"library commit {block['commit']}",
         f"profile: {block['profile']}" + (f"; wall time {block['wall_s']:.1f} s" if "wall_s" in block else ""),
     ]
+    if "overrides" in block:
+        overrides = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in sorted(block["overrides"].items())) or "none"
+        data = f"`{block['data']}`" if block.get("data") else "none (the profile's own)"
+        lines.append(f"data: {data}; overrides (--param): {overrides}")
     return lines
 
 

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..data.packed import atomic_write_text
-from ..errors import UserError
+from ..data.packed import atomic_write_bytes, atomic_write_text, write_fault
+from ..errors import OutputWriteError, UserError
 from .claims import Claim, ClaimError, markdown_cell, outcome_counts, read_claims
 from .provenance import provenance_lines, provenance_markdown
 
@@ -30,6 +28,9 @@ MATHJAX_SCRIPT = "tex-svg-full.js"
 RESULTS_START = "<!-- results:start -->"
 RESULTS_END = "<!-- results:end -->"
 CUSTOM_SUFFIX = "-custom"
+#: the fix after a storage fault while writing a report
+REPORT_WRITE_FIX = ("the previous version is intact and nothing partial was left behind; free space there (or fix "
+                    "the permissions), then run the same command again")
 
 
 class ReportError(UserError):
@@ -48,16 +49,26 @@ class NotebookRun:
     provenance: dict[str, Any] | None = None
 
 
+def write_report(path: Path, content: str | bytes) -> None:
+    """Write one report file atomically; a full disk (or the like) is "disk full while writing <path> ..."."""
+    try:
+        if isinstance(content, str):
+            atomic_write_text(path, content)
+        else:
+            atomic_write_bytes(path, content)
+    except OutputWriteError as exc:
+        fault = write_fault(path, exc, REPORT_WRITE_FIX)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
 def _install_mathjax(html_dir: Path) -> None:
     """Copy the bundled MathJax next to the pages (once; again when the bundle changed)."""
-    target = html_dir / "mathjax"
     for name in (MATHJAX_SCRIPT, "LICENSE"):
-        src, dst = MATHJAX_DIR / name, target / name
+        src, dst = MATHJAX_DIR / name, html_dir / "mathjax" / name
         if not dst.is_file() or dst.read_bytes() != src.read_bytes():
-            target.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{name}.{os.getpid()}.tmp")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
+            write_report(dst, src.read_bytes())
 
 
 #: MathJax 3 reads this before it loads: $...$ inline as in Jupyter, SVG output (no font files needed)
@@ -85,7 +96,7 @@ def render_html(executed: Path, html_path: Path) -> None:
             raise RuntimeError(f"nbconvert's template changed: {cdn!r} not found in the page")
         body = body.replace(cdn, local)
     _install_mathjax(html_path.parent)
-    atomic_write_text(html_path, body)
+    write_report(html_path, body)
 
 
 # ------------------------------------------------------------------------------- committed comparison
@@ -275,7 +286,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.reproduced{{color
 {provenance}
 </body></html>
 """
-    atomic_write_text(layout.reports_dir(reports_name) / "html" / "index.html", page)
+    write_report(layout.reports_dir(reports_name) / "html" / "index.html", page)
 
 
 def update_readme(readme: Path, table: str) -> None:
@@ -291,4 +302,4 @@ def update_readme(readme: Path, table: str) -> None:
                 f"{readme}: the markers {RESULTS_START} and {RESULTS_END} must each appear once, start first"
             )
         text = text[:start] + block + text[end + len(RESULTS_END):]
-    atomic_write_text(readme, text)
+    write_report(readme, text)

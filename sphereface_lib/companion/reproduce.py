@@ -18,7 +18,14 @@ Each notebook is executed by papermill on the ``sphereface`` kernel into a tempo
 by a bundled MathJax, offline). A notebook whose executed copy carries the same fingerprint (notebook cells
 + parameters + library source) is skipped, so an interrupted run continues where it stopped. The kernels of
 the smoke and default profiles run with the CPU dispatch pinned (:mod:`.provenance`), and every executed
-notebook records where it ran in ``metadata.sphereface.provenance``.
+notebook records where it ran, with the run's ``--data`` path and ``--param`` overrides, in
+``metadata.sphereface.provenance``.
+
+A run holds the writer lock of its reports folder (:mod:`sphereface_lib.locking`, the training run folder's) from
+its first write to its last: a second run into the same folder stops with one line naming the first. A stored
+report made with other ``--data``/``--param`` than this run's is listed without its claims, never mixed into
+this run's summary. A full disk while writing any report is one ``disk full while writing <path>`` line, and
+nothing partial stays.
 """
 
 from __future__ import annotations
@@ -39,17 +46,18 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .project import project_root
-from ..data.packed import atomic_write_text
+from ..data.packed import write_fault
 from ..errors import UserError, run_command
 from ..fingerprint import library_fingerprint, sha256_of_parts
+from ..locking import writer_lock
 from . import parameters as parameter_types
 from .claims import Claim, ClaimError, read_claims
 from .report import (
-    CUSTOM_SUFFIX, NotebookRun, committed_claims, render_html, reproduce_command, reproduction_table,
-    summary_markdown, summary_text, update_readme, write_index,
+    CUSTOM_SUFFIX, REPORT_WRITE_FIX, NotebookRun, committed_claims, render_html, reproduce_command,
+    reproduction_table, summary_markdown, summary_text, update_readme, write_index, write_report,
 )
 from .provenance import (
-    COMMIT_VARIABLE, PROFILE_VARIABLE, dispatch_environment, library_commit,
+    COMMIT_VARIABLE, PROFILE_VARIABLE, dispatch_environment, library_commit, run_settings_environment,
 )
 
 PROJECT_ROOT = project_root()
@@ -65,6 +73,8 @@ NOTEBOOKS: tuple[str, ...] = (
     "07_megaface",
 )
 HEARTBEAT_S = 30.0
+#: the writer lock of a reports folder (and its owner record), inside the folder
+LOCK_NAME = ".writer.lock"
 
 
 class ReproduceError(UserError):
@@ -240,6 +250,14 @@ def _stored_metadata(executed: Path) -> dict[str, Any]:
         return {}
 
 
+def _same_settings(stored: dict[str, Any], data: str | None, overrides: dict[str, Any]) -> bool:
+    """Whether a stored report was made with this run's ``--data`` and ``--param``; a report from before the
+    runner recorded them counts as made with neither."""
+    if "overrides" not in stored:
+        return data is None and not overrides
+    return stored.get("data") == data and stored["overrides"] == overrides
+
+
 def check_kernel(kernel_name: str) -> None:
     """Fail with the fix when the Jupyter kernel the notebooks run on is not installed."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -316,37 +334,47 @@ def execute_notebook(
     beat = threading.Thread(target=_heartbeat, args=(tmp, stem, start, stop, log, heartbeat_s), daemon=True)
     beat.start()
     try:
-        papermill.execute_notebook(
-            str(layout.notebook(stem)), str(tmp), parameters=parameters, kernel_name=kernel_name,
-            cwd=str(layout.notebooks_dir), progress_bar=False,
-            kernel_manager_class=quiet_kernel_manager(env or {}, console),
-        )
-    except papermill.PapermillExecutionError as err:
-        os.replace(tmp, reports / f"{stem}.failed.ipynb")
-        shutil.move(console, reports / f"{stem}.failed.log")
-        return NotebookRun(stem, "failed", time.perf_counter() - start, error=f"{err.ename}: {err.evalue}")
-    finally:
-        stop.set()
-        beat.join()
-    console.unlink(missing_ok=True)
-    wall_s = round(time.perf_counter() - start, 1)  # as stored: a later pass reads this value back
-    nb = nbformat.read(str(tmp), as_version=4)
-    nb.metadata.papermill["input_path"] = f"notebooks/{stem}.ipynb"
-    nb.metadata.papermill["output_path"] = f"reports/{reports_name}/{stem}.ipynb"
-    block = {**(provenance or {}), "wall_s": wall_s}
-    nb.metadata["sphereface"] = {
-        "profile": reports_name,
-        "source_fingerprint": source_fingerprint(layout.notebook(stem), parameters),
-        "library_fingerprint": library,
-        "wall_s": wall_s,
-        "provenance": block,
-    }
-    nbformat.write(nb, str(tmp))
+        try:
+            papermill.execute_notebook(
+                str(layout.notebook(stem)), str(tmp), parameters=parameters, kernel_name=kernel_name,
+                cwd=str(layout.notebooks_dir), progress_bar=False,
+                kernel_manager_class=quiet_kernel_manager(env or {}, console),
+            )
+        except papermill.PapermillExecutionError as err:
+            os.replace(tmp, reports / f"{stem}.failed.ipynb")
+            shutil.move(console, reports / f"{stem}.failed.log")
+            return NotebookRun(stem, "failed", time.perf_counter() - start, error=f"{err.ename}: {err.evalue}")
+        finally:
+            stop.set()
+            beat.join()
+        console.unlink(missing_ok=True)
+        wall_s = round(time.perf_counter() - start, 1)  # as stored: a later pass reads this value back
+        nb = nbformat.read(str(tmp), as_version=4)
+        nb.metadata.papermill["input_path"] = f"notebooks/{stem}.ipynb"
+        nb.metadata.papermill["output_path"] = f"reports/{reports_name}/{stem}.ipynb"
+        block = {**(provenance or {}), "wall_s": wall_s}
+        nb.metadata["sphereface"] = {
+            "profile": reports_name,
+            "source_fingerprint": source_fingerprint(layout.notebook(stem), parameters),
+            "library_fingerprint": library,
+            "data": (provenance or {}).get("data"),
+            "overrides": (provenance or {}).get("overrides", {}),
+            "wall_s": wall_s,
+            "provenance": block,
+        }
+        nbformat.write(nb, str(tmp))
+        os.replace(tmp, final)
+    except Exception as exc:  # a full disk while papermill or we write the notebook: nothing partial stays
+        fault = write_fault(final, exc, REPORT_WRITE_FIX)
+        if fault is None:
+            raise
+        tmp.unlink(missing_ok=True)
+        console.unlink(missing_ok=True)
+        raise fault from exc
     leaks = absolute_path_cells(nb, [layout.notebooks_dir.resolve().parent, PROJECT_ROOT, Path.home()])
     if leaks:
         log(f"note: {stem}: cells {', '.join(map(str, leaks))} print an absolute path of this machine; "
             "print paths relative to the project instead")
-    os.replace(tmp, final)
     (reports / f"{stem}.failed.ipynb").unlink(missing_ok=True)
     (reports / f"{stem}.failed.log").unlink(missing_ok=True)
     render_html(final, reports / "html" / f"{stem}.html")
@@ -408,60 +436,74 @@ def reproduce(
     if unused:
         raise ReproduceError(f"--param {', '.join(unused)}: no notebook run here declares it")
     check_kernel(kernel_name)
-    library = library_fingerprint()
-    env = {**dispatch_environment(profile), PROFILE_VARIABLE: reports_name, COMMIT_VARIABLE: library_commit()}
-    provenance: dict[str, Any] | None = None
-    committed: dict[str, list[Claim] | None] = {}
-    runs: list[NotebookRun] = []
-    for stem in sorted(set(stems) | {p.stem for p in layout.notebooks_dir.glob("*.ipynb")}):
-        if not layout.notebook(stem).is_file():
-            runs.append(NotebookRun(stem, "not written yet"))
-            continue
-        executed = layout.reports_dir(reports_name) / f"{stem}.ipynb"
-        stored = _stored_metadata(executed)
-        if stem not in parameters:  # not asked for this time: its last results stay in the summary
-            if executed.is_file():
-                fresh = stored.get("library_fingerprint") == library and stored.get("source_fingerprint") == (
-                    source_fingerprint(layout.notebook(stem), resolve_parameters(layout, profile, stem, data_param,
-                                                                                 overrides)))
-                try:
-                    claims = read_claims(json.loads(executed.read_text()))
-                except ClaimError:  # written by an older runner: listed, its claims left out
-                    runs.append(NotebookRun(stem, "old report (re-run it)", stored.get("wall_s")))
-                    continue
-                runs.append(NotebookRun(stem, "up to date" if fresh else "stale (not re-run)", stored.get("wall_s"),
-                                        claims, provenance=stored.get("provenance")))
-            else:
-                runs.append(NotebookRun(stem, "not run yet"))
-            continue
-        current = source_fingerprint(layout.notebook(stem), parameters[stem])
-        if not force and stored.get("source_fingerprint") == current and stored.get("library_fingerprint") == library:
-            html_path = layout.reports_dir(reports_name) / "html" / f"{stem}.html"
-            if not html_path.is_file():
-                render_html(executed, html_path)
-            run = NotebookRun(stem, "up to date", stored.get("wall_s"), read_claims(json.loads(executed.read_text())),
-                              provenance=stored.get("provenance"))
-            log(f"{stem}: up to date" + (f" (ran in {run.wall_s:.1f} s)" if run.wall_s is not None else ""))
-        else:
-            committed[stem] = committed_claims(layout.reports_dir(profile) / f"{stem}.ipynb")
-            if provenance is None:
-                provenance = kernel_provenance(env)
-            log(f"{stem}: running ({reports_name})")
-            run = execute_notebook(layout, reports_name, stem, parameters[stem], library, kernel_name, env,
-                                   provenance, log, heartbeat_s)
-            log(f"{stem}: {run.status} in {run.wall_s:.1f} s" + (f" — {run.error}" if run.error else ""))
-        runs.append(run)
     reports = layout.reports_dir(reports_name)
-    write_index(layout, reports_name, runs)
-    atomic_write_text(reports / "summary.md", summary_markdown(reports_name, runs, link_root=""))
-    if readme if readme is not None else reports_name == "default":
-        update_readme(layout.readme, summary_markdown(reports_name, runs, link_root=f"reports/{reports_name}/"))
-    if committed:
-        log("\nreproduction check against the committed reports/" + profile + "/:\n"
-            + reproduction_table(runs, committed))
-    else:
-        log(f"\nnothing was re-run: every report is up to date with its notebook, parameters and the library; "
-            f"to run them again: {reproduce_command(profile)} FORCE=1")
+    try:
+        reports.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fault = write_fault(reports, exc, REPORT_WRITE_FIX)
+        if fault is None:
+            raise
+        raise fault from exc
+    with writer_lock(reports / LOCK_NAME, reports / f"{LOCK_NAME}.owner", f"reports folder {reports}",
+                     "two runs into one reports folder would mix their results: wait for that run to end "
+                     "(or stop it), then run again"):
+        library = library_fingerprint()
+        env = {**dispatch_environment(profile), PROFILE_VARIABLE: reports_name, COMMIT_VARIABLE: library_commit(),
+               **run_settings_environment(data_param, overrides)}
+        provenance: dict[str, Any] | None = None
+        committed: dict[str, list[Claim] | None] = {}
+        runs: list[NotebookRun] = []
+        for stem in sorted(set(stems) | {p.stem for p in layout.notebooks_dir.glob("*.ipynb")}):
+            if not layout.notebook(stem).is_file():
+                runs.append(NotebookRun(stem, "not written yet"))
+                continue
+            executed = layout.reports_dir(reports_name) / f"{stem}.ipynb"
+            stored = _stored_metadata(executed)
+            if stem not in parameters:  # not asked for this time: its last results stay in the summary
+                if executed.is_file() and not _same_settings(stored, data_param, overrides):
+                    runs.append(NotebookRun(stem, "made with other --data/--param (not listed; re-run it)"))
+                elif executed.is_file():
+                    now = resolve_parameters(layout, profile, stem, data_param, overrides)
+                    fresh = (stored.get("library_fingerprint") == library
+                             and stored.get("source_fingerprint") == source_fingerprint(layout.notebook(stem), now))
+                    try:
+                        claims = read_claims(json.loads(executed.read_text()))
+                    except ClaimError:  # written by an older runner: listed, its claims left out
+                        runs.append(NotebookRun(stem, "old report (re-run it)", stored.get("wall_s")))
+                        continue
+                    runs.append(NotebookRun(stem, "up to date" if fresh else "stale (not re-run)",
+                                            stored.get("wall_s"), claims, provenance=stored.get("provenance")))
+                else:
+                    runs.append(NotebookRun(stem, "not run yet"))
+                continue
+            current = source_fingerprint(layout.notebook(stem), parameters[stem])
+            if (not force and stored.get("source_fingerprint") == current
+                    and stored.get("library_fingerprint") == library and _same_settings(stored, data_param, overrides)):
+                html_path = layout.reports_dir(reports_name) / "html" / f"{stem}.html"
+                if not html_path.is_file():
+                    render_html(executed, html_path)
+                run = NotebookRun(stem, "up to date", stored.get("wall_s"),
+                                  read_claims(json.loads(executed.read_text())), provenance=stored.get("provenance"))
+                log(f"{stem}: up to date" + (f" (ran in {run.wall_s:.1f} s)" if run.wall_s is not None else ""))
+            else:
+                committed[stem] = committed_claims(layout.reports_dir(profile) / f"{stem}.ipynb")
+                if provenance is None:
+                    provenance = kernel_provenance(env)
+                log(f"{stem}: running ({reports_name})")
+                run = execute_notebook(layout, reports_name, stem, parameters[stem], library, kernel_name, env,
+                                       provenance, log, heartbeat_s)
+                log(f"{stem}: {run.status} in {run.wall_s:.1f} s" + (f" — {run.error}" if run.error else ""))
+            runs.append(run)
+        write_index(layout, reports_name, runs)
+        write_report(reports / "summary.md", summary_markdown(reports_name, runs, link_root=""))
+        if readme if readme is not None else reports_name == "default":
+            update_readme(layout.readme, summary_markdown(reports_name, runs, link_root=f"reports/{reports_name}/"))
+        if committed:
+            log("\nreproduction check against the committed reports/" + profile + "/:\n"
+                + reproduction_table(runs, committed))
+        else:
+            log(f"\nnothing was re-run: every report is up to date with its notebook, parameters and the library; "
+                f"to run them again: {reproduce_command(profile)} FORCE=1")
     return runs
 
 
