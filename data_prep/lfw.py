@@ -26,7 +26,7 @@ from sphereface_lib.errors import UserError
 
 from .folders import list_folders
 from .pipeline import (cli, Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args,
-                       report, require_dir, require_file, require_utf8)
+                       report, require_dir, require_file, read_utf8)
 from .prep_report import timed_prepare, write_report
 
 _NUMBERED = re.compile(r"^(?P<name>.+)_(?P<num>\d+)$")
@@ -74,7 +74,7 @@ def run(argv: Sequence[str] | None = None) -> PrepResult:
     config = config_from_args(args)
     src = require_dir(args.src, "--src")
     for p in args.pairs:
-        require_utf8(require_file(p, "--pairs"), "--pairs")  # before any image is aligned
+        read_utf8(require_file(p, "--pairs"), "--pairs")  # before any image is aligned
     items, problems = list_lfw(src)
     if not items:
         raise UserError(f"--src {src} has no <name>/<name>_NNNN.jpg files")

@@ -31,7 +31,7 @@ import numpy as np
 from sphereface_lib.data.packed import PackedDataset, PackedWriter, atomic_write_text
 from sphereface_lib.errors import UserError
 
-from .pipeline import check_out, cli, command_line, outside_counts, require_dir, require_file, require_utf8
+from .pipeline import check_out, cli, command_line, outside_counts, require_dir, require_file, read_utf8
 
 PROBE_FOLDER, DISTRACTOR_FOLDER = "megaface_probe", "megaface_distractors"
 SPLIT_NAME = "megaface_split.tsv"
@@ -41,7 +41,7 @@ _CHUNK = 1024
 def read_image_counts(names_file: Path) -> dict[str, int]:
     """Person -> number of images, from LFW's ``lfw-names.txt`` (``<Name>\\t<count>`` per line)."""
     counts: dict[str, int] = {}
-    for no, line in enumerate(require_utf8(names_file, "--names").splitlines(), start=1):
+    for no, line in enumerate(read_utf8(names_file, "--names").splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()

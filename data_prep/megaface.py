@@ -23,7 +23,7 @@ from typing import Sequence
 from sphereface_lib.errors import UserError
 
 from .pipeline import (cli, Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args, prepare,
-                       report, require_dir, require_file, require_utf8)
+                       report, require_dir, require_file, read_utf8)
 
 SETS = ("distractors", "probe")
 
@@ -34,7 +34,7 @@ def read_list(list_file: Path) -> tuple[list[str], list[str] | None]:
     Raises :class:`UserError` naming the file for a list that is not UTF-8, not the devkit's JSON object, or
     whose ``id`` and ``path`` lengths differ.
     """
-    text = require_utf8(list_file, "--list")
+    text = read_utf8(list_file, "--list")
     if text.lstrip().startswith("["):
         raise UserError(f'--list {list_file}: a JSON list; expected the devkit\'s JSON object {{"path": [...]}} '
                         '(plus "id" for FaceScrub) or a text file with one relative image path per line')

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from sphereface_lib.data.packed import (WRITE_FAULT_FIX, PackedDataset, PackedWriter, removed_on_failure,
                                          write_fault)
-from sphereface_lib.errors import UserError, run_command
+from sphereface_lib.errors import UserError, read_utf8, run_command
 from sphereface_lib.locking import output_lock
 
 from .align import FACE_RULES, HEIGHT, WIDTH, centre_crop, detect_and_align, outside_fraction
@@ -532,18 +532,7 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
-def require_utf8(path: Path, what: str) -> str:
-    """The text of ``path``, or :class:`UserError` naming the first byte that is not UTF-8 (and its line)."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise UserError(f"{what} {path}, line {line}: byte {data[exc.start]:#04x} at offset {exc.start} is not "
-                        "UTF-8; save the file as UTF-8") from None
-
-
 __all__ = ["Item", "Problem", "PrepConfig", "PrepResult", "prepare", "read_rgb", "to_uint8", "image_files",
            "report", "add_common_arguments", "config_from_args", "command_line", "require_dir", "require_file",
-           "require_utf8", "printable", "utf8_name_problem", "check_unique_keys", "check_out", "outside_counts",
+           "read_utf8", "printable", "utf8_name_problem", "check_unique_keys", "check_out", "outside_counts",
            "write_failures", "cli", "OUTSIDE_LEVELS"]

@@ -24,7 +24,7 @@ from sphereface_lib.data.protocols import ProtocolFormatError, read_ytf_splits, 
 from sphereface_lib.errors import UserError
 
 from .pipeline import (cli, Item, PrepResult, Problem, add_common_arguments, command_line, config_from_args,
-                       image_files, prepare, report, require_dir, require_file, require_utf8, utf8_name_problem)
+                       image_files, prepare, report, require_dir, require_file, read_utf8, utf8_name_problem)
 
 _LAST_NUMBER = re.compile(r"(\d+)$")
 
@@ -97,7 +97,7 @@ def run(argv: Sequence[str] | None = None) -> PrepResult:
     if (src / "frame_images_DB").is_dir():
         src = src / "frame_images_DB"
     splits = require_file(args.splits, "--splits")
-    require_utf8(splits, "--splits")
+    read_utf8(splits, "--splits")
     if args.frames_per_video is not None and args.frames_per_video < 1:
         raise UserError(f"--frames-per-video must be >= 1, got {args.frames_per_video}")
     items, problems = list_ytf(src, args.frames_per_video)

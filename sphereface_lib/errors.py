@@ -26,6 +26,18 @@ class OutputWriteError(UserError):
     """A result could not be written (disk full, quota, permissions); the previous file is intact."""
 
 
+def read_utf8(path: str | os.PathLike, what: str) -> str:
+    """The text of the file ``path``; a :class:`UserError` naming ``what``, the line and the byte when it is not
+    UTF-8."""
+    data = open(path, "rb").read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise UserError(f"{what} {path}, line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); save it as "
+                        "UTF-8") from None
+
+
 def storage_error(path: str | os.PathLike, exc: OSError) -> OutputWriteError | None:
     """An :class:`OutputWriteError` naming ``path`` when ``exc`` is the storage's fault, else None (a bug)."""
     if exc.errno not in _STORAGE_ERRNOS:

@@ -36,7 +36,7 @@ import numpy as np
 
 from .data.packed import PackedFormatError, atomic_write_text
 from .data.protocols import PairList, ProtocolFormatError, read_lfw_pairs, read_ytf_splits
-from .errors import UserError, run_command
+from .errors import UserError, read_utf8, run_command
 
 if TYPE_CHECKING:
     import torch
@@ -63,13 +63,7 @@ def _text_file(path: Path, option: str, what: str) -> str:
         raise UserError(f"{option} {path} is a folder; give the file itself ({what})")
     if not path.is_file():
         raise UserError(f"{option} {path}: no such file ({what})")
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise UserError(f"{option} {path}, line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); save it as "
-                        "UTF-8") from None
+    return read_utf8(path, option)
 
 
 @dataclass

@@ -32,7 +32,8 @@ TRAINING_SOURCES: dict[str, str] = {
     "errors.py": "the trainer's error handling (whether a run stops or goes on)",
 }
 # Not listed: training/cache.py and training/parallel.py decide where a model is stored and with how many
-# processes and threads it trains; both counts are part of the cache key itself (cache_key). The evaluation,
+# processes and threads it trains; both counts are part of the cache key itself (cache_key). locking.py decides
+# which process may write a run folder, not what is trained there. The evaluation,
 # companion, data/protocols, _export and the command-line modules never run during training.
 
 

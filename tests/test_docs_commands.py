@@ -56,6 +56,9 @@ CHECKS: tuple[Check, ...] = (
           "runs notebooks for minutes to hours: its arguments and parameters are validated instead"),
     Check(r"papermill notebooks/\S+ out\.ipynb", RUN, "notebook 04 runs 391 s: parameters applied, not executed",
           (("out.ipynb", "out.ipynb --prepare-only"),)),
+    Check(r"data_prep\.(celeba|lfw|lfw_megaface) .*(\.\./shared/data|DATA/lfw)", HELP,
+          "aligns all of CelebA / LFW (36 / 27 min at load 10-24): tests/test_data_prep_real.py runs these commands "
+          "on a few identities and pairs"),
     Check(r"data_prep\.(casia|lfw|ytf|megaface) ", NEEDS_DATA,
           "CASIA-WebFace, LFW originals, YouTube Faces and MegaFace are not on this machine"),
     Check(r"data\.path=/data/casia", NEEDS_DATA, "CASIA-WebFace is not on this machine"),

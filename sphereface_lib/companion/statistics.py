@@ -473,6 +473,15 @@ def bootstrap_difference(stat: Callable[[np.ndarray], float], groups: ArrayLike,
                     replicates=tuple(replicates.tolist()))
 
 
+def _hits(hits_a: ArrayLike, hits_b: ArrayLike, where: str, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two hit arrays as floats; ValueError unless both hold only 0/1 (miss/hit) per probe."""
+    arrays = _finite_array(hits_a, "hits_a", where, ndim=ndim), _finite_array(hits_b, "hits_b", where, ndim=ndim)
+    for name, values in zip(("hits_a", "hits_b"), arrays):
+        if not np.all((values == 0.0) | (values == 1.0)):
+            raise ValueError(f"{where}: {name} must hold only 0/1 (miss/hit) per probe")
+    return arrays
+
+
 def rate_difference(hits_a: ArrayLike, hits_b: ArrayLike, clusters: ArrayLike, n_resamples: int = 2000,
                     seed: int = 0, confidence: float = CONFIDENCE) -> Estimate:
     """Difference of two hit rates on the same probes, in percentage points: 100 (mean(hits_a) - mean(hits_b)).
@@ -482,11 +491,7 @@ def rate_difference(hits_a: ArrayLike, hits_b: ArrayLike, clusters: ArrayLike, n
     (:func:`bootstrap_difference`): probes of one identity are correlated, so whole identities are resampled.
     """
     where = "rate_difference"
-    a = _finite_array(hits_a, "hits_a", where, ndim=1)
-    b = _finite_array(hits_b, "hits_b", where, ndim=1)
-    for name, values in (("hits_a", a), ("hits_b", b)):
-        if not np.all((values == 0.0) | (values == 1.0)):
-            raise ValueError(f"{where}: {name} must hold only 0/1 (miss/hit) per probe")
+    a, b = _hits(hits_a, hits_b, where, ndim=1)
     ids = np.asarray(clusters)
     if not (a.shape == b.shape == ids.shape):
         raise ValueError(f"{where}: hits_a, hits_b and clusters must have one entry per probe, got shapes "
@@ -513,11 +518,7 @@ def seeded_rate_difference(hits_a: ArrayLike, hits_b: ArrayLike, clusters: Array
     """
     where = "seeded_rate_difference"
     _check_confidence(confidence, where)
-    a = _finite_array(hits_a, "hits_a", where, ndim=2)
-    b = _finite_array(hits_b, "hits_b", where, ndim=2)
-    for name, values in (("hits_a", a), ("hits_b", b)):
-        if not np.all((values == 0.0) | (values == 1.0)):
-            raise ValueError(f"{where}: {name} must hold only 0/1 (miss/hit) per probe")
+    a, b = _hits(hits_a, hits_b, where, ndim=2)
     ids = np.asarray(clusters)
     if a.shape != b.shape or ids.shape != a.shape[1:]:
         raise ValueError(f"{where}: hits_a and hits_b must have shape (runs, probes) and clusters one entry per "
