@@ -30,7 +30,7 @@ OFFICIAL = E.OFFICIAL_LAMBDA_MIN_AT / E.OFFICIAL_ITERATIONS  # lambda reaches 5 
 CANDIDATES = {key: E.Recipe(backbone="sphereface10", width=width, iterations=iters, lambda_min_at=OFFICIAL,
                             gradient="official")
               for key, width, iters in (("L1", 0.25, 1000), ("L2", 0.125, 2000), ("L3", 0.25, 2000),
-                                          ("L4", 0.125, 4000), ("L5", 0.125, 6000))}
+                                        ("L4", 0.125, 4000), ("L5", 0.125, 6000))}
 #: criterion 4: LFW View 2 crops featured per model evaluation of 04-06 (04 15, 05 18, 06 20: 53), and the
 #: MegaFace-like probe + distractor crops per model of 07 (18)
 LFW_IMAGES, LFW_EVALUATIONS = 13_232, 53
