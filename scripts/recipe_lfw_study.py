@@ -30,7 +30,10 @@ OFFICIAL = E.OFFICIAL_LAMBDA_MIN_AT / E.OFFICIAL_ITERATIONS  # lambda reaches 5 
 CANDIDATES = {key: E.Recipe(backbone="sphereface10", width=width, iterations=iters, lambda_min_at=OFFICIAL,
                             gradient="official")
               for key, width, iters in (("L1", 0.25, 1000), ("L2", 0.125, 2000), ("L3", 0.25, 2000),
-                                        ("L4", 0.125, 4000), ("L5", 0.125, 6000))}
+                                        ("L4", 0.125, 4000), ("L5", 0.125, 6000), ("L6", 0.25, 3000))}
+CANDIDATES["L7"] = E.Recipe(**{**CANDIDATES["L3"].__dict__, "lr": 0.1})
+#: --screen: the first model of round 4's order alone (A-Softmax m = 4, seed 0), where criterion 1b decides soonest
+SCREEN_ROWS = {"asoftmax_m4": (0,)}
 #: criterion 4: LFW View 2 crops featured per model evaluation of 04-06 (04 15, 05 18, 06 20: 53), and the
 #: MegaFace-like probe + distractor crops per model of 07 (18)
 LFW_IMAGES, LFW_EVALUATIONS = 13_232, 53
@@ -46,12 +49,12 @@ def feature_seconds_per_image(bench: E.Benchmark, recipe: E.Recipe) -> float:
     return (time.process_time() - start) / len(bench.lfw) / 2
 
 
-def study(bench: E.Benchmark, name: str, recipe: E.Recipe) -> dict:
+def study(bench: E.Benchmark, name: str, recipe: E.Recipe, rows: dict[str, tuple[int, ...]]) -> dict:
     """Round 4's rows and criteria for one candidate (stopped at its first margin row that does not fit), priced
     as the lfw profile."""
     ln_c = math.log(bench.train.num_identities)
     results = []
-    for row, seeds in R.ROUND_ROWS[4].items():
+    for row, seeds in rows.items():
         for seed in seeds:
             results.append(R.run(bench, row, recipe, seed))
             r = results[-1]
@@ -71,7 +74,7 @@ def study(bench: E.Benchmark, name: str, recipe: E.Recipe) -> dict:
     per_image = feature_seconds_per_image(bench, recipe) if soft else None  # None: stopped before softmax
     minutes = None if per_image is None else (R.R4_SF10_EQUIVALENTS * per_model + per_image * (
         LFW_IMAGES * LFW_EVALUATIONS + MEGAFACE_IMAGES * MEGAFACE_MODELS) + R.R4_REST_S) / 60
-    complete = len(results) == sum(len(s) for s in R.ROUND_ROWS[4].values())
+    complete = len(results) == sum(len(s) for s in R.ROUND_ROWS[4].values())  # a screen is never complete
     return {"recipe": recipe.__dict__, "results": results, "ln_c": ln_c, "all_trained": trained,
             "margin_rows_fit": fits, "softmax_levelled": level, "s_per_model": per_model,
             "feature_s_per_image": per_image, "profile_minutes": minutes, "complete": complete,
@@ -84,6 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data", type=Path, help="the real-data folder (its train/ pack alone is opened)")
     parser.add_argument("--only", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--screen", action="store_true", help="train only the first model (m = 4, seed 0)")
     parser.add_argument("--lr", type=float, default=None, help="run the candidates at this lr (after divergence)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -94,8 +98,8 @@ def main() -> None:
     for key in args.only:
         recipe = CANDIDATES[key] if args.lr is None else E.Recipe(**{**CANDIDATES[key].__dict__, "lr": args.lr})
         name = key if args.lr is None else f"{key}-lr{args.lr:g}"
-        result = study(bench, name, recipe)
-        out = ROOT / "docs" / "recipe_study" / f"lfw_{name}.json"
+        result = study(bench, name, recipe, SCREEN_ROWS if args.screen else R.ROUND_ROWS[4])
+        out = ROOT / "docs" / "recipe_study" / f"lfw_{name}{'_screen' if args.screen else ''}.json"
         out.write_text(json.dumps({name: result}, indent=1, default=str) + "\n")
         print(f"{name}: profile {result['profile_minutes']} min, feature {result['feature_s_per_image']} s/image, "
               f"passed {result['passed']}; wrote {out.relative_to(ROOT)}", flush=True)
