@@ -53,11 +53,16 @@ def study(bench: E.Benchmark, name: str, recipe: E.Recipe, rows: dict[str, tuple
     """Round 4's rows and criteria for one candidate (stopped at its first margin row that does not fit), priced
     as the lfw profile."""
     ln_c = math.log(bench.train.num_identities)
+    screened = ROOT / "docs" / "recipe_study" / f"lfw_{name}_screen.json"
+    timed = {(r["row"], r["seed"]): r for r in json.loads(screened.read_text())[name]["results"]
+             if "failed" not in r} if screened.is_file() and rows is not SCREEN_ROWS else {}
     results = []
     for row, seeds in rows.items():
         for seed in seeds:
             results.append(R.run(bench, row, recipe, seed))
             r = results[-1]
+            if (row, seed) in timed:  # trained by the screen: read from the cache now, so its cost is the screen's
+                r.update(cpu_seconds=timed[row, seed]["cpu_seconds"], wall_seconds=timed[row, seed]["wall_seconds"])
             print("   ", row, seed, r.get("failed") or f"final loss {r['final_loss']:.3f} val {r['val_acc']:.2f} "
                   f"cpu {r['cpu_seconds']:.0f} s", flush=True)
             if row in R.MARGIN_ROWS and r.get("final_loss", math.inf) > R.FIT_FRACTION * ln_c:
