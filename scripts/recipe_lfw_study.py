@@ -49,7 +49,8 @@ def feature_seconds_per_image(bench: E.Benchmark, recipe: E.Recipe) -> float:
     return (time.process_time() - start) / len(bench.lfw) / 2
 
 
-def study(bench: E.Benchmark, name: str, recipe: E.Recipe, rows: dict[str, tuple[int, ...]]) -> dict:
+def study(bench: E.Benchmark, name: str, recipe: E.Recipe, rows: dict[str, tuple[int, ...]],
+          partial: Path | None = None) -> dict:
     """Round 4's rows and criteria for one candidate (stopped at its first margin row that does not fit), priced
     as the lfw profile."""
     ln_c = math.log(bench.train.num_identities)
@@ -63,6 +64,9 @@ def study(bench: E.Benchmark, name: str, recipe: E.Recipe, rows: dict[str, tuple
             r = results[-1]
             if (row, seed) in timed:  # trained by the screen: read from the cache now, so its cost is the screen's
                 r.update(cpu_seconds=timed[row, seed]["cpu_seconds"], wall_seconds=timed[row, seed]["wall_seconds"])
+            if partial is not None:  # every model's result is kept, even if the run is stopped later
+                partial.write_text(json.dumps({name: {"recipe": recipe.__dict__, "results": results}}, indent=1,
+                                              default=str) + "\n")
             print("   ", row, seed, r.get("failed") or f"final loss {r['final_loss']:.3f} val {r['val_acc']:.2f} "
                   f"cpu {r['cpu_seconds']:.0f} s", flush=True)
             if row in R.MARGIN_ROWS and r.get("final_loss", math.inf) > R.FIT_FRACTION * ln_c:
@@ -103,8 +107,8 @@ def main() -> None:
     for key in args.only:
         recipe = CANDIDATES[key] if args.lr is None else E.Recipe(**{**CANDIDATES[key].__dict__, "lr": args.lr})
         name = key if args.lr is None else f"{key}-lr{args.lr:g}"
-        result = study(bench, name, recipe, SCREEN_ROWS if args.screen else R.ROUND_ROWS[4])
         out = ROOT / "docs" / "recipe_study" / f"lfw_{name}{'_screen' if args.screen else ''}.json"
+        result = study(bench, name, recipe, SCREEN_ROWS if args.screen else R.ROUND_ROWS[4], out)
         out.write_text(json.dumps({name: result}, indent=1, default=str) + "\n")
         print(f"{name}: profile {result['profile_minutes']} min, feature {result['feature_s_per_image']} s/image, "
               f"passed {result['passed']}; wrote {out.relative_to(ROOT)}", flush=True)
