@@ -93,7 +93,7 @@ MARGIN_ROWS, FIT_FRACTION = ("asoftmax_m2", "asoftmax_m3", "asoftmax_m4", "lsoft
 #: equivalents: 04 5 rows x 3 seeds; 05 SF-4 and SF-20 x 2 rows x 3 seeds (SF-10's are 04's); 06 4 more rows x 3
 #: seeds + CosFace / ArcFace x 1; 07 reuses 06's. SF-4 / SF-20 cost 0.45 / 1.89 of SF-10 (C3's logs: 9.3 / 39.2 /
 #: 20.7 s); the rest of the run 365 s (C3's 305 s plus features of the added seeds); under 55 minutes
-R4_SF10_EQUIVALENTS = 15 + 3 * 2 + 4 * 3 + 2 + 6 * 9.3 / 20.7 + 6 * 39.2 / 20.7
+R4_SF10_EQUIVALENTS = 15 + 4 * 3 + 2 + 6 * 9.3 / 20.7 + 6 * 39.2 / 20.7
 R4_REST_S, R4_BUDGET_MIN = 365.0, 55.0
 #: models of the default profile per recipe (04: 5 rows x 3 seeds; 05: 4 extra depths x 2 rows; 06: 6 more rows x 3
 #: seeds; 07 reuses them), and the fixed cost of notebooks 01-03 and data generation measured before (s); rounds 1-2

@@ -77,3 +77,29 @@ def test_papermill_cli_fails_at_once_naming_the_parameter(tmp_path: Path) -> Non
     result = papermill("-p", "iterations", "7", "-y", "data: pack")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "trained 7" in nbformat.read(str(tmp_path / "out.ipynb"), as_version=4).cells[-1].outputs[0].text
+
+
+LFW_VERIFICATION = ("04_effect_of_m", "05_effect_of_depth", "06_lfw_ytf_comparison")
+LFW_RECIPE = ("width", "iterations", "lr", "lambda_min_at")
+
+
+def test_lfw_profile_validates_and_states_real_data_limits() -> None:
+    """The lfw profile (real faces: CelebA -> LFW) validates against every notebook's declared parameters, runs no
+    YTF (no real frames), puts three seeds behind every claim, asks for no more distractors than LFW has (4,069),
+    anneals at the official 5.9% and trains 07's models with 06's recipe (so 07 reads 06's cached models)."""
+    from sphereface_lib.companion import experiments, reproduce
+
+    layout = reproduce.Layout()
+    assert "lfw" in reproduce.PROFILES
+    values = {stem: reproduce.resolve_parameters(layout, "lfw", stem) for stem in reproduce.NOTEBOOKS}
+    for stem in LFW_VERIFICATION:
+        assert values[stem]["protocols"] == ["lfw"], stem
+        assert "YTF has no real frames" in layout.profile_file("lfw", stem).read_text(), stem
+    for stem in (*LFW_VERIFICATION, "07_megaface"):
+        assert len(values[stem]["seeds"]) >= 3, stem
+        official = experiments.OFFICIAL_LAMBDA_MIN_AT / experiments.OFFICIAL_ITERATIONS
+        assert round(values[stem]["lambda_min_at"], 3) == round(official, 3), stem
+    assert max(values["07_megaface"]["distractor_counts"]) <= 4069
+    assert ({k: values["06_lfw_ytf_comparison"][k] for k in ("backbone", *LFW_RECIPE)}
+            == {k: values["07_megaface"][k] for k in ("backbone", *LFW_RECIPE)})
+    assert all(values[s][k] == values["04_effect_of_m"][k] for s in LFW_VERIFICATION for k in LFW_RECIPE)

@@ -62,7 +62,7 @@ from .provenance import (
 
 PROJECT_ROOT = project_root()
 KERNEL_NAME = "sphereface"
-PROFILES: tuple[str, ...] = ("smoke", "default", "paper", "real")
+PROFILES: tuple[str, ...] = ("smoke", "default", "paper", "real", "lfw")
 NOTEBOOKS: tuple[str, ...] = (
     "01_binary_example_and_margin_bounds",
     "02_exploratory_2d_features",
@@ -417,6 +417,10 @@ def reproduce(
         raise ReproduceError("profile 'real' needs a real-data folder: build one with `python -m data_prep.openset "
                              "--src <folder of identities> --out data/att_real --size 56x48 --test-identities 20 "
                              "--megaface-probe 6 --megaface-distractors 4` and pass DATA=data/att_real")
+    if profile == "lfw" and data is None:
+        raise ReproduceError("profile 'lfw' needs the real-faces folder (CelebA training pack, LFW with pairs.txt, "
+                             "the LFW MegaFace-like packs at 56x48): build it as data_prep/README.md says under "
+                             "'Real faces: CelebA -> LFW' and pass DATA=data/real-56x48")
     data_param = None
     if data is not None:
         data = Path(data).resolve()
