@@ -300,6 +300,11 @@ def test_command_line_errors_are_one_line(capsys: pytest.CaptureFixture) -> None
     assert capsys.readouterr().err.strip().splitlines() == ["error: --param '7': write NAME=VALUE, e.g. iterations=200 "
                                                             "or seeds=[0,1]"]
     assert run_command(reproduce.main, ["--profile", "default", "--update-test-copies"]) == 2
+    capsys.readouterr()
+    for profile in ("real", "lfw"):  # real-data profiles never fall back to the synthetic faces
+        assert run_command(reproduce.main, ["--profile", profile]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: profile '{profile}' needs") and "DATA=" in err[0]
 
 
 HOLD_LOCK = """
