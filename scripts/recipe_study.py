@@ -149,7 +149,7 @@ def recipes(bench, candidates, rows, round_: int) -> dict:
         frac = recipe.high_lr_fraction_near_lambda_min()
         # wall time on the quiet 2-core machine ~ CPU seconds / 2 (both cores busy: 247 s wall, 490 s CPU before)
         per_model = sum(r.get("cpu_seconds", 0) for r in results) / len(results) / 2
-        if round_ >= 3:  # the measured run was SphereFace-10 at width 0.125, batch 64: it prices only such candidates
+        if round_ == 3:  # the measured run was SphereFace-10 at width 0.125, batch 64: it prices only such candidates
             assert (recipe.backbone, recipe.width, recipe.batch_size) == ("sphereface10", 0.125, 64), recipe
             profile_min = (MEASURED_TRAINING_S * recipe.iterations / MEASURED_ITERATIONS + MEASURED_REST_S) / 60
         else:
