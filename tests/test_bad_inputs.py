@@ -23,7 +23,7 @@ from sphereface_lib.data import PackedDataset, PackedFormatError, ProtocolFormat
 from sphereface_lib.errors import run_command
 from sphereface_lib.train import main
 from sphereface_lib.training import RunFileError, train_cached
-from test_training_data import make_patterns, tiny_config
+from test_training_data import finished_run, tiny_config
 
 PROJECT = Path(__file__).resolve().parents[1]
 RESUME_FIX = "--no-resume"
@@ -32,12 +32,8 @@ RESUME_FIX = "--no-resume"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny pack, its config file, one finished 2-iteration run and doctored copies of the pack."""
-    root = tmp_path_factory.mktemp("bad_inputs")
-    data = make_patterns(root / "data").root
-    config = root / "base.yaml"
-    config.write_text(tiny_config(data, root / "unused", optim__iterations=2).to_yaml())
-    real = root / "real"
-    assert run_command(main, ["--config", str(config), f"run.out_dir={real}"]) == 0
+    made = finished_run(tmp_path_factory.mktemp("bad_inputs"))
+    root, data, config, real = made["root"], made["data"], made["config"], made["real"]
     few_names = root / "few_names"
     shutil.copytree(data, few_names)
     (few_names / "identities.txt").write_text("".join(f"p{i}\n" for i in range(5)))

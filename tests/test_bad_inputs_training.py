@@ -19,7 +19,7 @@ from sphereface_lib.data.packed import write_shards
 from sphereface_lib.errors import UserError, run_command
 from sphereface_lib.train import main
 from sphereface_lib.training import train
-from test_training_data import make_patterns, tiny_config
+from test_training_data import finished_run, make_patterns, tiny_config
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -27,13 +27,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny 1-channel pack, its config file and one finished 2-iteration run on it."""
-    root = tmp_path_factory.mktemp("bad_training")
-    data = make_patterns(root / "data").root
-    config = root / "base.yaml"
-    config.write_text(tiny_config(data, root / "unused", optim__iterations=2).to_yaml())
-    real = root / "real"
-    assert run_command(main, ["--config", str(config), f"run.out_dir={real}"]) == 0
-    return {"root": root, "data": data, "config": config, "real": real}
+    return finished_run(tmp_path_factory.mktemp("bad_training"))
 
 
 def _one_error_line(argv: list[str], capsys) -> str:

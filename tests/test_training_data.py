@@ -40,6 +40,20 @@ def tiny_config(data: Path, out: Path, **over: object) -> TrainConfig:
     return TrainConfig().replace(*overrides)
 
 
+def finished_run(root: Path) -> dict[str, Path]:
+    """A tiny pack under ``root``, its config file and one finished 2-iteration run made through the command line:
+    ``{"root", "data", "config", "real"}``."""
+    from sphereface_lib.errors import run_command
+    from sphereface_lib.train import main
+
+    data = make_patterns(root / "data").root
+    config = root / "base.yaml"
+    config.write_text(tiny_config(data, root / "unused", optim__iterations=2).to_yaml())
+    real = root / "real"
+    assert run_command(main, ["--config", str(config), f"run.out_dir={real}"]) == 0
+    return {"root": root, "data": data, "config": config, "real": real}
+
+
 @pytest.fixture
 def patterns(tmp_path: Path) -> PackedDataset:
     return make_patterns(tmp_path / "patterns")
