@@ -21,14 +21,15 @@ lambda reaching 5 at the official 5.9% of the run on every candidate, so criteri
 (0.91); it adds criterion 1b, every margin row (A-Softmax m = 2, 3, 4, L-Softmax) fits its training set: final
 training loss (the last logged window, 5% of the run) at most 0.1 ln C on every seed (a candidate stops at its
 first margin row that misses it); criterion 4 becomes 60 minutes for the default profile with three runs behind
-every claim, priced from the candidate's own measured models (``R4_*`` below), under 55 minutes.
+every claim, priced from the candidate's own measured models (``R4_*`` below), under 55 minutes. Round 5 keeps
+round 4's rules but anneals L-Softmax (exact gradient) to lambda = 5 at 30% of the run, not 5.9%.
 
 Among the candidates meeting all criteria, the one whose *softmax* model verifies best on the validation pairs
 (held-out training identities) is chosen. Then the compared losses' settings (CosFace / ArcFace s and m, the
 contrastive, center and triplet weights) are each chosen on the same validation pairs, by that loss's own
 validation accuracy under the chosen recipe.
 
-    python scripts/recipe_study.py recipes --round 4   # step 1: the candidates' table (rounds 1-4)
+    python scripts/recipe_study.py recipes --round 5   # step 1: the candidates' table (rounds 1-5)
     python scripts/recipe_study.py baselines    # step 2: the compared losses' settings (chosen recipe)
 """
 
@@ -75,6 +76,12 @@ ROUNDS = {
                                           ("H", 4, 0.25, 2000))
     },
 }
+# round 5 (docs/recipe.md, written after round 4's F, before any round-5 run): L-Softmax, which keeps its exact
+# gradient, reaches lambda = 5 at 30% of the run (the exact gradient's point of rounds 2-3); everything else as
+# round 4, whose A-Softmax and softmax models it reuses from the cache; E is out (it failed on A-Softmax m = 4)
+ROUNDS[5] = {name.replace(", official", ", official, L-Softmax at 30%"): E.Recipe(**{**recipe.__dict__,
+                                                                                     "lsoftmax_lambda_min_at": 0.30})
+             for name, recipe in ROUNDS[4].items() if not name.startswith("E")}
 #: (C1, lambda_min at 10%, was stopped after its first eight models: m = 4 at ln C on both seeds, m = 3 at 5.43,
 #: m = 1 and 2 trained; docs/recipe.md.) Round 2 trains only the rows that collapsed in round 1 (softmax, m = 1, 2 trained on every candidate and seed);
 #: the chosen candidate's full set of rows is trained again in step 'baselines'
@@ -86,6 +93,8 @@ CRITERION_ROWS = {"softmax": (0, 1), "asoftmax_m4": (0, 1), "asoftmax_m1": (0,),
 #: round 4: the margin rows first (m = 4 decides criterion 1b soonest), each on two seeds
 ROUND_ROWS[4] = {"asoftmax_m4": (0, 1), "softmax": (0, 1), "asoftmax_m3": (0, 1), "asoftmax_m2": (0, 1),
                  "lsoftmax": (0, 1), "asoftmax_m1": (0,)}
+#: round 5: L-Softmax first (the row it changes), then round 4's rows
+ROUND_ROWS[5] = {"lsoftmax": (0, 1), **{k: v for k, v in ROUND_ROWS[4].items() if k != "lsoftmax"}}
 #: criterion 1b (round 4): rows that must fit their training set, final training loss (the mean of the last logged
 #: window, 5% of the run) at most FIT_FRACTION ln C on every seed
 MARGIN_ROWS, FIT_FRACTION = ("asoftmax_m2", "asoftmax_m3", "asoftmax_m4", "lsoftmax"), 0.1

@@ -222,10 +222,15 @@ class Recipe:
     lr_steps_at: tuple[float, ...] = tuple(s / OFFICIAL_ITERATIONS for s in OFFICIAL_LR_STEPS)  #: fractions
     #: A-Softmax's backward: "exact" (autograd of Eq. 7) or "official" (the Caffe layer's, ``ASoftmax``'s docstring)
     gradient: str = "exact"
+    #: where L-Softmax (which back-propagates its exact gradient, as the official L-Softmax layer does) reaches
+    #: lambda = 5; None: ``lambda_min_at``. Round 5 of docs/recipe.md: the exact gradient collapses at 5.9%
+    lsoftmax_lambda_min_at: float | None = None
 
-    def lambda_schedule(self, lambda_min: float = 5.0, base: float = 1000.0) -> dict[str, float]:
-        """The official annealing, max(lambda_min, base / (1 + gamma i)), reaching lambda_min at ``lambda_min_at``."""
-        gamma = (base / lambda_min - 1.0) / max(1.0, self.lambda_min_at * self.iterations)
+    def lambda_schedule(self, lambda_min: float = 5.0, base: float = 1000.0,
+                        at: float | None = None) -> dict[str, float]:
+        """The official annealing, max(lambda_min, base / (1 + gamma i)), reaching lambda_min at the fraction
+        ``at`` of the run (default ``lambda_min_at``)."""
+        gamma = (base / lambda_min - 1.0) / max(1.0, (self.lambda_min_at if at is None else at) * self.iterations)
         return {"base": base, "gamma": gamma, "power": 1.0, "lambda_min": lambda_min}
 
     def lr_steps(self) -> list[int]:
@@ -248,8 +253,9 @@ def _head(row: str, recipe: Recipe) -> tuple[str, dict[str, Any], str, dict[str,
         return "asoftmax", {"m": int(row[len("asoftmax_m"):]), "gradient": recipe.gradient, **annealed}, "random", {}
     table: dict[str, tuple[str, dict[str, Any], str, dict[str, Any]]] = {
         "softmax": ("softmax", {}, "random", {}),
-        # L-Softmax rows anneal like A-Softmax (the SphereFace solver), so the rows differ by the head alone
-        "lsoftmax": ("lsoftmax", {"m": 4, **annealed}, "random", {}),
+        # L-Softmax rows anneal with the SphereFace solver's schedule, at their own point (round 5)
+        "lsoftmax": ("lsoftmax", {"m": 4, "lambda_schedule": recipe.lambda_schedule(
+            at=recipe.lsoftmax_lambda_min_at)}, "random", {}),
         "softmax_contrastive": ("softmax_contrastive", {}, *pk),
         "triplet": ("triplet", {}, *pk),
         "softmax_center": ("softmax_center", {}, "random", {}),
