@@ -318,26 +318,17 @@ def _fold_result(acc: FoldAccuracy, scores: np.ndarray, pairs: PairList) -> dict
 _SKIP_HINT = "or pass --missing skip to score the protocol without the pairs that need them"
 
 
-def _without_pairs(pairs: PairList, drop: np.ndarray) -> PairList:
-    """``pairs`` less those flagged in ``drop``; a :class:`UserError` when too few are left to score."""
-    keep = ~drop
-    kept = PairList(tuple(k for k, ok in zip(pairs.keys_a, keep) if ok),
-                    tuple(k for k, ok in zip(pairs.keys_b, keep) if ok),
-                    pairs.is_same[keep], pairs.folds[keep], pairs.lines[keep], pairs.source)
+def _skipped(pairs: PairList, missing: list[str], what: str) -> tuple[PairList, dict[str, Any]]:
+    """``pairs`` without those naming a ``missing`` key, and the JSON record of what was skipped; a
+    :class:`UserError` when too few are left to score."""
+    if not missing:
+        return pairs, {"skipped_pairs": 0, f"missing_{what}s": []}
+    kept, drop = pairs.without(missing)
     if len(np.unique(kept.folds)) < 2 or kept.is_same.all() or not kept.is_same.any():
         raise UserError(f"--missing skip leaves {_count(len(kept), 'pair')} of {pairs.source}'s {len(pairs):,}: too "
                         "few to score (at least two folds and both same and different pairs are needed); give "
                         "features for more of the protocol's images")
-    return kept
-
-
-def _skipped(pairs: PairList, missing: list[str], what: str) -> tuple[PairList, dict[str, Any]]:
-    """``pairs`` without those naming a ``missing`` key, and the JSON record of what was skipped."""
-    if not missing:
-        return pairs, {"skipped_pairs": 0, f"missing_{what}s": []}
-    absent = set(missing)
-    drop = np.fromiter((a in absent or b in absent for a, b in zip(pairs.keys_a, pairs.keys_b)), bool, len(pairs))
-    return _without_pairs(pairs, drop), {"skipped_pairs": int(drop.sum()), f"missing_{what}s": missing}
+    return kept, {"skipped_pairs": int(drop.sum()), f"missing_{what}s": missing}
 
 
 def evaluate_lfw(table: FeatureTable, pairs_path: str, missing: str = "error") -> dict[str, Any]:

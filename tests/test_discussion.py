@@ -3,6 +3,8 @@ and to what it trained (its own parameters, never a typed scale)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from sphereface_lib.companion.discussion import (
@@ -12,6 +14,7 @@ from sphereface_lib.companion.discussion import (
     SYNTHETIC_NOTE,
     Training,
     discussion_markdown,
+    regime,
     scale_notes,
 )
 from sphereface_lib.companion.claims import Claim
@@ -77,3 +80,20 @@ def test_training_rejects_nonsense(bad: dict) -> None:
     fields = dict(backbone="sphereface4", width=0.125, feat_dim=2, iterations=400, runs=1, task="features") | bad
     with pytest.raises(ValueError, match=next(iter(bad))):
         Training(**fields)
+
+
+def test_the_regime_says_from_the_logs_whether_every_margin_row_fitted() -> None:
+    bound = 0.1 * math.log(340)  # 0.58
+    fitted = regime([("softmax", 0.01), ("asoftmax_m4", 0.30), ("asoftmax_m4", 0.50), ("lsoftmax", 0.2)], 340)
+    assert fitted.startswith("every margin row fitted its training set") and f"{bound:.2f}" in fitted
+    assert "asoftmax_m4 0.30-0.50; lsoftmax 0.20" in fitted and "softmax 0.01" not in fitted
+    one_run_over = regime([("asoftmax_m4@4", 0.30), ("asoftmax_m4@4", 0.59), ("asoftmax_m4@10", 0.1)], 340)
+    assert one_run_over.startswith("asoftmax_m4@4 did not fit its training set: the margin claims are decided in an "
+                                   "underfit regime")
+    assert regime([("softmax", 0.01), ("asoftmax_m1", 3.0)], 340) == ""  # no margin row: nothing to say
+
+
+def test_the_regime_leads_the_discussion_when_given() -> None:
+    text = discussion_markdown([_claim("a", "reproduced")], regime="every margin row fitted its training set (...)")
+    assert text.splitlines()[2] == "*Regime:* every margin row fitted its training set (...)."
+    assert "Regime" not in discussion_markdown([_claim("a", "reproduced")])

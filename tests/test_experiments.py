@@ -117,6 +117,37 @@ def test_missing_real_parts_name_the_folder_and_command(tmp_path) -> None:
         E.open_benchmark(None, tmp_path, ("train", "casia"))
 
 
+def _real_folder(tmp_path, lfw_keys: list[str], pairs: list[str]) -> str:
+    """A real-data folder: a two-image train/ pack, an lfw/ pack of ``lfw_keys`` and a two-fold pairs.txt."""
+    for part, keys in (("train", ["a/0001", "b/0001"]), ("lfw", lfw_keys)):
+        with PackedWriter(tmp_path / part, height=4, width=4, channels=1, source="test") as w:
+            w.add(np.zeros((len(keys), 4, 4, 1), np.uint8), list(range(len(keys))), keys)
+    (tmp_path / "pairs.txt").write_text("2\t2\n" + "\n".join(pairs) + "\n")
+    return str(tmp_path)
+
+
+PAIRS = ["A\t1\t2", "B\t1\t2", "A\t1\tB\t1", "A\t2\tB\t2"] * 2  # fold 0, then fold 1
+
+
+def test_pairs_of_an_image_data_prep_could_not_align_are_skipped_and_said(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(E, "MAX_SKIPPED_PAIRS", 0.5)  # the real rule, 1%, is for 6,000 pairs
+    keys = ["A/0001", "A/0002", "B/0001", "B/0002"]
+    full = E.open_benchmark(_real_folder(tmp_path / "full", keys, PAIRS), tmp_path, ("train", "lfw"))
+    assert len(full.lfw_pairs) == 8 and full.notes == ()
+    bench = E.open_benchmark(_real_folder(tmp_path / "less", keys[:3], PAIRS), tmp_path, ("train", "lfw"))
+    assert len(bench.lfw_pairs) == 4 and "B/0002" not in bench.lfw_pairs.keys_a + bench.lfw_pairs.keys_b
+    assert bench.notes == ("pairs.txt: 4 of 8 pairs skipped (lines 3, 5, 7, 9): B/0002 could not be aligned (the "
+                           "data preparation's failures.tsv)",)
+    assert bench.lfw_pairs.lines.tolist() == [2, 4, 6, 8] and bench.lfw_pairs.folds.tolist() == [0, 0, 1, 1]
+
+
+def test_a_protocol_folder_missing_many_images_is_an_error_not_a_smaller_protocol(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(E, "MAX_SKIPPED_PAIRS", 0.25)
+    with pytest.raises(E.ExperimentError, match=r"pairs\.txt: 6 of its 8 pairs \(lines 3, 4, 5, 7, 8, 9\.\.\.\) "
+                                                r".*\(B/0001, B/0002\.\.\.\): more than 25%.*data_prep"):
+        E.open_benchmark(_real_folder(tmp_path, ["A/0001", "A/0002"], PAIRS), tmp_path, ("train", "lfw"))
+
+
 def _table(values: dict[str, list[list[float]]]) -> pd.DataFrame:
     """Rows -> per seed, the per-fold accuracies."""
     return pd.DataFrame([{"row": r, "seed": s, "lfw": float(np.mean(v)), "lfw_fold_std": float(np.std(v, ddof=1)),

@@ -3,8 +3,9 @@ typed by hand)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
+from typing import Iterable, Literal, Mapping, Sequence
 
 from .claims import Claim, outcome_counts
 
@@ -23,6 +24,8 @@ REAL_DATA_NOTE = ("a real set smaller than the paper's (CASIA-WebFace: 494k imag
 SYNTHETIC_FEATURES_NOTE = ("the built-in synthetic faces are cleaner and more alike within an identity than the "
                            "paper's CASIA-WebFace images, so even a head without a margin can separate a few "
                            "identities")
+#: rows whose margin must be learned (docs/recipe.md, criterion 1b) and the final training loss that counts as learned
+MARGIN_ROWS, FIT_FRACTION = ("asoftmax_m2", "asoftmax_m3", "asoftmax_m4", "lsoftmax"), 0.1
 REAL_FEATURES_NOTE = ("the identities of a real set smaller than CASIA-WebFace hold fewer images each: the network "
                       "has less to learn from and the bootstrap fewer test images")
 
@@ -40,6 +43,8 @@ class Training:
     iterations: int
     runs: int
     task: Literal["verification", "features"] = "verification"
+    #: whether the margin rows fitted their training set (:func:`regime`); "" when the notebook trains none
+    regime: str = ""
 
     def __post_init__(self) -> None:
         if self.task not in ("verification", "features"):
@@ -52,6 +57,24 @@ class Training:
     def network(self) -> str:
         """E.g. "sphereface10 at 0.125 width, 64-d features, 1,000 iterations"."""
         return f"{self.backbone} at {self.width:g} width, {self.feat_dim}-d features, {self.iterations:,} iterations"
+
+
+def regime(final_losses: Iterable[tuple[str, float]], classes: int) -> str:
+    """Whether every margin row (A-Softmax m >= 2, L-Softmax; a label may end in "@<depth>") fitted its training set,
+    final training loss at most 0.1 ln C on every run, read from (label, final loss) of the training logs."""
+    bound = FIT_FRACTION * math.log(classes)
+    margin: dict[str, list[float]] = {}
+    for label, loss in final_losses:
+        if label.split("@")[0] in MARGIN_ROWS:
+            margin.setdefault(label, []).append(float(loss))
+    if not margin:
+        return ""
+    missed = [label for label, losses in margin.items() if max(losses) > bound]
+    spans = "; ".join(f"{label} {min(v):.2f}" + (f"-{max(v):.2f}" if len(v) > 1 else "") for label, v in margin.items())
+    verdict = ("every margin row fitted its training set" if not missed else
+               f"{', '.join(missed)} did not fit {'its' if len(missed) == 1 else 'their'} training set: the margin "
+               "claims are decided in an underfit regime")
+    return f"{verdict} (final training loss against 0.1 ln C = {bound:.2f}, from the training logs: {spans})"
 
 
 def _runs(n: int) -> str:
@@ -79,10 +102,12 @@ def scale_notes(real_data: bool = False, training: Training | None = None) -> di
     }
 
 
-def discussion_markdown(claims: Sequence[Claim], notes: Mapping[str, str] | None = None) -> str:
-    """Markdown: the outcome counts, what reproduced, what did not (with effect and the paper's value), and the
-    known reasons (``notes``) for the claims that did not reproduce."""
+def discussion_markdown(claims: Sequence[Claim], notes: Mapping[str, str] | None = None, regime: str = "") -> str:
+    """Markdown: the outcome counts, the training regime (:func:`regime`), what reproduced, what did not (with effect
+    and the paper's value), and the known reasons (``notes``) for the claims that did not reproduce."""
     lines = [f"**Discussion (generated from the outcomes above).** {outcome_counts(claims)}", ""]
+    if regime:
+        lines += [f"*Regime:* {regime}.", ""]
     headings = {"reproduced": "Reproduced", "inconclusive": "Inconclusive (the interval holds 0)",
                 "contradicted": "Contradicted (significantly the other way)"}
     outcomes = [*headings, *sorted({c.outcome for c in claims} - set(headings))]
@@ -103,4 +128,5 @@ def show_discussion(claims: Sequence[Claim], real_data: bool = False, training: 
     """Display :func:`discussion_markdown` in the notebook, with the notes of :func:`scale_notes`."""
     from IPython.display import Markdown, display
 
-    display(Markdown(discussion_markdown(claims, scale_notes(real_data, training))))
+    display(Markdown(discussion_markdown(claims, scale_notes(real_data, training),
+                                         training.regime if training else "")))

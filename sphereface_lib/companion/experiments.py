@@ -73,6 +73,8 @@ class Benchmark:
     ytf_splits: PairList | None = None
     megaface_probe: PackedDataset | None = None
     megaface_distractors: PackedDataset | None = None
+    #: what the benchmark left out of its protocols (pairs whose image the data preparation could not align)
+    notes: tuple[str, ...] = ()
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -122,16 +124,40 @@ def open_benchmark(data: str | None, cache_dir: str | Path, parts: Sequence[str]
         found = {p: _real_part(root, p) for p in dict.fromkeys(["train", *parts])}  # in order: train first
         name = f"real data ({root.relative_to(PROJECT_ROOT) if root.is_relative_to(PROJECT_ROOT) else data})"
     opened: dict[str, Any] = {"train": found["train"][0]}
+    notes: list[str] = []
     for part in parts:
         if part == "train":
             continue
         pack, protocol = found[part]
         opened[part] = pack
         if part == "lfw":
-            opened["lfw_pairs"] = read_lfw_pairs(protocol)
+            opened["lfw_pairs"], note = _aligned_pairs(read_lfw_pairs(protocol), pack)
+            notes += [note] if note else []
         if part == "ytf":
             opened["ytf_splits"] = read_ytf_splits(protocol)
-    return Benchmark(name=name, **opened)
+    return Benchmark(name=name, notes=tuple(notes), **opened)
+
+
+#: at most this share of a protocol's pairs may be skipped for images the data preparation could not align
+MAX_SKIPPED_PAIRS = 0.01
+
+
+def _aligned_pairs(pairs: PairList, pack: PackedDataset) -> tuple[PairList, str | None]:
+    """``pairs`` less those naming an image missing from ``pack`` (MTCNN found no face in it), with a sentence saying
+    which were skipped; an error when more than :data:`MAX_SKIPPED_PAIRS` of them would be."""
+    absent = sorted(set(pairs.keys_a + pairs.keys_b) - set(pack.keys))
+    if not absent:
+        return pairs, None
+    kept, drop = pairs.without(absent)
+    lines = ", ".join(str(n) for n in pairs.lines[drop][:10])
+    if drop.sum() > MAX_SKIPPED_PAIRS * len(pairs):
+        raise ExperimentError(
+            f"{pairs.source}: {drop.sum():,} of its {len(pairs):,} pairs (lines {lines}...) name images missing from "
+            f"{pack.root} ({', '.join(absent[:5])}...): more than {MAX_SKIPPED_PAIRS:.0%}; pack the protocol's own "
+            "image folder with data_prep (see data_prep/README.md)")
+    return kept, (f"{Path(pairs.source).name}: {drop.sum()} of {len(pairs):,} pairs skipped "
+                  f"(line{'s' if drop.sum() > 1 else ''} {lines}): "
+                  f"{', '.join(absent)} could not be aligned (the data preparation's failures.tsv)")
 
 
 def carve_validation(bench: Benchmark, identities: int, cache_dir: str | Path, seed: int = 0,
@@ -341,8 +367,9 @@ def megaface_results(model: TrainResult, bench: Benchmark, distractor_counts: Se
 
 def verification_table(bench: Benchmark, rows: Sequence[str], seeds: Sequence[int], recipe: Recipe,
                        cache_dir: str | Path, protocols: Sequence[str] = ("lfw", "ytf")) -> pd.DataFrame:
-    """One line per (row, seed): the 10-fold mean accuracy, fold std and per-fold accuracies (in %) of each
-    protocol (column ``<protocol>_folds``: what the paired statistics use)."""
+    """One line per (row, seed): the final training loss (the last logged window), and the 10-fold mean accuracy,
+    fold std and per-fold accuracies (in %) of each protocol (column ``<protocol>_folds``: what the paired
+    statistics use)."""
     if not seeds:
         raise ExperimentError("seeds must name at least one seed, e.g. seeds = [0, 1]")
     train_rows(bench, rows, seeds, recipe, cache_dir)
@@ -350,7 +377,7 @@ def verification_table(bench: Benchmark, rows: Sequence[str], seeds: Sequence[in
     for row in rows:
         for seed in seeds:
             model = train_row(bench, row, recipe, seed, cache_dir)
-            line: dict[str, Any] = {"row": row, "seed": seed}
+            line: dict[str, Any] = {"row": row, "seed": seed, "final_loss": model.metrics[-1]["loss"]}
             for protocol in protocols:
                 acc = {"lfw": lfw_accuracy, "ytf": ytf_accuracy}[protocol](model, bench)
                 line[protocol] = 100 * acc.mean

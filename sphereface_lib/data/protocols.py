@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -55,6 +55,15 @@ class PairList:
     @property
     def n_folds(self) -> int:
         return int(self.folds.max()) + 1 if len(self) else 0
+
+    def without(self, absent: Iterable[str]) -> tuple[PairList, np.ndarray]:
+        """These pairs less every pair naming a key of ``absent``, and the mask of the dropped ones."""
+        absent = set(absent)
+        drop = np.fromiter((a in absent or b in absent for a, b in zip(self.keys_a, self.keys_b)), bool, len(self))
+        keep = ~drop
+        return PairList(tuple(k for k, ok in zip(self.keys_a, keep) if ok),
+                        tuple(k for k, ok in zip(self.keys_b, keep) if ok),
+                        self.is_same[keep], self.folds[keep], self.lines[keep], self.source), drop
 
     @classmethod
     def from_pairs(
