@@ -28,7 +28,7 @@ from sphereface_lib.companion import experiments as E  # noqa: E402
 
 OFFICIAL = E.OFFICIAL_LAMBDA_MIN_AT / E.OFFICIAL_ITERATIONS  # lambda reaches 5 at 5.9% of the run
 CANDIDATES = {key: E.Recipe(backbone="sphereface10", width=width, iterations=iters, lambda_min_at=OFFICIAL,
-                            gradient="official")
+                            gradient="official", lsoftmax_lambda_min_at=0.30)  # round 5's L-Softmax point
               for key, width, iters in (("L1", 0.25, 1000), ("L2", 0.125, 2000), ("L3", 0.25, 2000),
                                         ("L4", 0.125, 4000), ("L5", 0.125, 6000), ("L6", 0.25, 3000))}
 CANDIDATES["L7"] = E.Recipe(**{**CANDIDATES["L3"].__dict__, "lr": 0.1})
