@@ -132,7 +132,24 @@ def run(bench, row, recipe, seed, head_kwargs=None):
     losses = [r["loss"] for r in model.metrics]
     return {"row": row, "seed": seed, "kwargs": head_kwargs or {}, "losses": losses, "final_loss": losses[-1],
             "val_acc": 100 * acc.mean, "cpu_seconds": time.process_time() - t,
-            "wall_seconds": time.perf_counter() - wall}
+            "wall_seconds": time.perf_counter() - wall, "logged_train_seconds": logged_train_seconds(model, recipe)}
+
+
+def logged_train_seconds(model, recipe) -> float:
+    """Training seconds by the model's own log (images per second of each logged window): what a model read from
+    the cache cost when it trained (one thread, as the cache trains)."""
+    done, total = 0, 0.0
+    for r in model.metrics:
+        total += (r["iteration"] - done) * recipe.batch_size / r["img_per_s"]
+        done = r["iteration"]
+    return total
+
+
+def model_cost(r: dict) -> float:
+    """CPU seconds of one model: its own CPU seconds when trained in this run, else (read from the cache) its logged
+    training seconds plus the CPU seconds of this run (validation features)."""
+    cached = r["cpu_seconds"] < 0.5 * r["logged_train_seconds"]
+    return r["cpu_seconds"] + (r["logged_train_seconds"] if cached else 0.0)
 
 
 def levelled(losses: list[float], ln_c: float) -> float:
@@ -157,7 +174,8 @@ def recipes(bench, candidates, rows, round_: int) -> dict:
         level = max((levelled(r["losses"], ln_c) for r in soft), default=float("inf"))
         frac = recipe.high_lr_fraction_near_lambda_min()
         # wall time on the quiet 2-core machine ~ CPU seconds / 2 (both cores busy: 247 s wall, 490 s CPU before)
-        per_model = sum(r.get("cpu_seconds", 0) for r in results) / len(results) / 2
+        per_model = sum(model_cost(r) if "logged_train_seconds" in r else r.get("cpu_seconds", 0)
+                        for r in results) / len(results) / 2
         if round_ == 3:  # the measured run was SphereFace-10 at width 0.125, batch 64: it prices only such candidates
             assert (recipe.backbone, recipe.width, recipe.batch_size) == ("sphereface10", 0.125, 64), recipe
             profile_min = (MEASURED_TRAINING_S * recipe.iterations / MEASURED_ITERATIONS + MEASURED_REST_S) / 60
