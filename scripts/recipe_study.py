@@ -52,26 +52,32 @@ OFFICIAL = E.OFFICIAL_LAMBDA_MIN_AT / E.OFFICIAL_ITERATIONS  # lambda_min at 5.9
 VALIDATION_IDENTITIES = 60
 #: round 1 (docs/recipe_study_round1.json): lambda_min at the official 5.9% of the run; A-Softmax m=4 collapsed to
 #: ln C on every candidate and seed; round 2 moves the point where lambda reaches lambda_min later in the run
+#: rounds 1-3 ran before the official gradient and round 5's L-Softmax point: they name what they trained with
+EXACT = {"gradient": "exact", "lsoftmax_lambda_min_at": None}
 ROUNDS = {
     1: {
-        "A: SF-20 w0.125, 500 it": E.Recipe(backbone="sphereface20", iterations=500, lambda_min_at=OFFICIAL),
-        "B: SF-20 w0.125, 1000 it": E.Recipe(backbone="sphereface20", iterations=1000, lambda_min_at=OFFICIAL),
-        "C: SF-10 w0.125, 1000 it": E.Recipe(backbone="sphereface10", iterations=1000, lambda_min_at=OFFICIAL),
+        "A: SF-20 w0.125, 500 it": E.Recipe(backbone="sphereface20", width=0.125, iterations=500,
+                                             lambda_min_at=OFFICIAL, **EXACT),
+        "B: SF-20 w0.125, 1000 it": E.Recipe(backbone="sphereface20", width=0.125, iterations=1000,
+                                              lambda_min_at=OFFICIAL, **EXACT),
+        "C: SF-10 w0.125, 1000 it": E.Recipe(backbone="sphereface10", width=0.125, iterations=1000,
+                                              lambda_min_at=OFFICIAL, **EXACT),
     },
     2: {
-        f"C{k}: SF-10 w0.125, 1000 it, lambda_min at {f:.0%}": E.Recipe(backbone="sphereface10", iterations=1000,
-                                                                         lambda_min_at=f)
+        f"C{k}: SF-10 w0.125, 1000 it, lambda_min at {f:.0%}": E.Recipe(
+            backbone="sphereface10", width=0.125, iterations=1000, lambda_min_at=f, **EXACT)
         for k, f in ((2, 0.20), (3, 0.30), (4, 0.50))
     },
     # criterion 4 re-measured: C3's profile took 24.1 min (estimated 13.0: the estimate priced notebook 05's
     # SphereFace-20/36/64 models as SphereFace-10's); the longest run that fits by the corrected estimate
-    3: {"D: SF-10 w0.125, 600 it, lambda_min at 30%": E.Recipe(backbone="sphereface10", iterations=600,
-                                                                 lambda_min_at=0.30)},
+    3: {"D: SF-10 w0.125, 600 it, lambda_min at 30%": E.Recipe(backbone="sphereface10", width=0.125, iterations=600,
+                                                                 lambda_min_at=0.30, **EXACT)},
     # round 4 (issue 24): the official gradient and the official annealing point on every candidate, a larger
     # budget (60 min), and criterion 1b: every margin row fits its training set; cheapest first
     4: {
         f"{key}: SF-{depth} w{width}, {iters} it, official": E.Recipe(
-            backbone=f"sphereface{depth}", width=width, iterations=iters, lambda_min_at=OFFICIAL, gradient="official")
+            backbone=f"sphereface{depth}", width=width, iterations=iters, lambda_min_at=OFFICIAL, gradient="official",
+            lsoftmax_lambda_min_at=None)
         for key, depth, width, iters in (("E", 10, 0.125, 2000), ("F", 10, 0.25, 1500), ("G", 10, 0.25, 2000),
                                           ("H", 4, 0.25, 2000))
     },

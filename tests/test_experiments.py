@@ -50,7 +50,7 @@ def test_schedule_keeps_the_official_proportions(smoke) -> None:
     bench, _ = smoke
     official_at = E.OFFICIAL_LAMBDA_MIN_AT / E.OFFICIAL_ITERATIONS
     for iterations in (280, 2800, 28000):
-        recipe = E.Recipe(iterations=iterations, lambda_min_at=official_at)
+        recipe = E.Recipe(iterations=iterations, lambda_min_at=official_at, lsoftmax_lambda_min_at=None)
         cfg = E.train_config(bench, "asoftmax_m4", recipe, 0)
         s = LambdaSchedule(**cfg.head.kwargs["lambda_schedule"])
         at = E.OFFICIAL_LAMBDA_MIN_AT / E.OFFICIAL_ITERATIONS * iterations
@@ -60,7 +60,21 @@ def test_schedule_keeps_the_official_proportions(smoke) -> None:
         assert E.train_config(bench, "lsoftmax", recipe, 0).head.kwargs["lambda_schedule"] == cfg.head.kwargs["lambda_schedule"]
     official = E.Recipe(iterations=28000, lambda_min_at=official_at).lambda_schedule()
     assert official["gamma"] == pytest.approx(0.12, rel=1e-3)  # the official solver's gamma
-    assert E.Recipe().high_lr_fraction_near_lambda_min() == pytest.approx(0.562, abs=0.01)  # docs/recipe.md
+    assert E.Recipe(lambda_min_at=0.30).high_lr_fraction_near_lambda_min() == pytest.approx(0.562, abs=0.01)  # C3
+
+
+def test_lsoftmax_anneals_at_its_own_point(smoke) -> None:
+    """Round 5 of docs/recipe.md: the default recipe anneals A-Softmax to lambda = 5 at the official 5.9% of the
+    run and L-Softmax (exact gradient) at 30%."""
+    from sphereface_lib.losses import LambdaSchedule
+
+    bench, _ = smoke
+    recipe = E.Recipe()
+    assert (recipe.lambda_min_at, recipe.lsoftmax_lambda_min_at, recipe.gradient) == (0.0592, 0.30, "official")
+    for row, at in (("asoftmax_m4", 0.0592), ("lsoftmax", 0.30)):
+        s = LambdaSchedule(**E.train_config(bench, row, recipe, 0).head.kwargs["lambda_schedule"])
+        assert s(int(at * recipe.iterations) - 1) > 5.0 and s(int(at * recipe.iterations) + 1) == 5.0, row
+    assert E.train_config(bench, "asoftmax_m4", recipe, 0).head.kwargs["gradient"] == "official"
 
 
 def test_head_kwargs_override_a_row(smoke) -> None:

@@ -236,21 +236,21 @@ class Recipe:
     the recipe chosen in docs/recipe.md for the default profile of notebooks 04-07."""
 
     backbone: str = "sphereface10"
-    width: float = 0.125
+    width: float = 0.25
     feat_dim: int = 64
-    iterations: int = 1000
+    iterations: int = 2000
     batch_size: int = 64
     lr: float = 0.05
     pk_k: int = 4  #: images per identity in a batch of the pair/triplet rows (sampler "pk")
-    #: fraction of the run at which lambda reaches 5: the official run's is 1,658 / 28,000 = 0.059, at which every
-    #: CPU candidate's m = 3, 4 and L-Softmax collapsed to ln C; 0.30 is the earliest tried that trained them
-    lambda_min_at: float = 0.30
+    #: fraction of the run at which A-Softmax's lambda reaches 5: the official run's 1,658 / 28,000 (rounds 1-3 of
+    #: docs/recipe.md moved it to 0.30 for the exact gradient, at which the official point collapsed)
+    lambda_min_at: float = 0.0592
     lr_steps_at: tuple[float, ...] = tuple(s / OFFICIAL_ITERATIONS for s in OFFICIAL_LR_STEPS)  #: fractions
-    #: A-Softmax's backward: "exact" (autograd of Eq. 7) or "official" (the Caffe layer's, ``ASoftmax``'s docstring)
-    gradient: str = "exact"
+    #: A-Softmax's backward: "official" (the Caffe layer's, ``ASoftmax``'s docstring) or "exact" (autograd of Eq. 7)
+    gradient: str = "official"
     #: where L-Softmax (which back-propagates its exact gradient, as the official L-Softmax layer does) reaches
     #: lambda = 5; None: ``lambda_min_at``. Round 5 of docs/recipe.md: the exact gradient collapses at 5.9%
-    lsoftmax_lambda_min_at: float | None = None
+    lsoftmax_lambda_min_at: float | None = 0.30
 
     def lambda_schedule(self, lambda_min: float = 5.0, base: float = 1000.0,
                         at: float | None = None) -> dict[str, float]:

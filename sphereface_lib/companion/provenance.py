@@ -35,7 +35,7 @@ DISPATCH_PINS: dict[str, str] = {
     "ONEDNN_MAX_CPU_ISA": "AVX2",
 }
 #: profiles whose notebooks run with :data:`DISPATCH_PINS` (the paper profile runs on GPUs, unpinned)
-PINNED_PROFILES: tuple[str, ...] = ("smoke", "default", "real", "lfw")
+PINNED_PROFILES: tuple[str, ...] = ("smoke", "quick", "default", "real", "lfw")
 #: set by the runner for the kernels, read by :func:`show_provenance` inside a notebook
 PROFILE_VARIABLE = "SPHEREFACE_PROFILE"
 COMMIT_VARIABLE = "SPHEREFACE_COMMIT"

@@ -62,7 +62,7 @@ from .provenance import (
 
 PROJECT_ROOT = project_root()
 KERNEL_NAME = "sphereface"
-PROFILES: tuple[str, ...] = ("smoke", "default", "paper", "real", "lfw")
+PROFILES: tuple[str, ...] = ("smoke", "quick", "default", "paper", "real", "lfw")
 NOTEBOOKS: tuple[str, ...] = (
     "01_binary_example_and_margin_bounds",
     "02_exploratory_2d_features",
