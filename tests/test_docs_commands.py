@@ -52,7 +52,8 @@ CHECKS: tuple[Check, ...] = (
     Check(r"^make test", MAKE_N, "the test suite itself: checked by `make -n` (it would recurse)"),
     Check(r"pip install", NOT_RUN, "installs from the network (the Makefile runs it; tests/test_install.py)"),
     Check(r"DATA=/data/sf", NEEDS_DATA, "the paper's real data is not on this machine"),
-    Check(r"data_prep\.resize --src DATA |PROFILE=lfw DATA=(data/real-56x48|DATA-56x48)", NEEDS_DATA,
+    Check(r"data_prep\.resize --src (DATA|data/real) |(PROFILE=lfw|profile lfw) (DATA=|--data )(data/real-56x48|DATA-56x48)"
+          r"|evaluate lfw --images data/real-56x48", NEEDS_DATA,
           "the real-faces folder is what the CelebA -> LFW commands of data_prep/README.md write (about an hour)"),
     Check(r"make reproduce|companion\.reproduce", VALIDATE,
           "runs notebooks for minutes to hours: its arguments and parameters are validated instead"),
