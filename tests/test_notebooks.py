@@ -119,8 +119,12 @@ def _has_formulas(notebook: Path) -> bool:
     return any("$" in "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
 
 
+#: profiles whose rendered reports are committed (reports/<profile>/html/)
+COMMITTED_PROFILES = ("default", "lfw")
+
+
 def _pages(tmp_path: Path) -> list[tuple[Path, bool]]:
-    """The smoke copies rendered by the runner's own renderer and index, plus the committed default pages;
+    """The smoke copies rendered by the runner's own renderer and index, plus the committed default and lfw pages;
     each with whether its notebook has formulas."""
     html_dir = tmp_path / "smoke" / "html"
     for stem in STEMS:
@@ -128,10 +132,10 @@ def _pages(tmp_path: Path) -> list[tuple[Path, bool]]:
     runs = [reproduce.NotebookRun(s, "executed", 1.0, reproduce.read_claims(json.loads((COPIES / f"{s}.ipynb").read_text())))
             for s in STEMS]
     reproduce.write_index(reproduce.Layout(reports_root=tmp_path), "smoke", runs)
-    default = LAYOUT.reports_dir("default")
+    committed = [LAYOUT.reports_dir(profile) for profile in COMMITTED_PROFILES]
     return ([(p, p.stem != "index" and _has_formulas(COPIES / f"{p.stem}.ipynb")) for p in sorted(html_dir.glob("*.html"))]
-            + [(p, p.stem != "index" and _has_formulas(default / f"{p.stem}.ipynb"))
-               for p in sorted((default / "html").glob("*.html"))])
+            + [(p, p.stem != "index" and _has_formulas(folder / f"{p.stem}.ipynb"))
+               for folder in committed for p in sorted((folder / "html").glob("*.html"))])
 
 
 def _chromium() -> str:
@@ -162,8 +166,8 @@ def _check_in_chromium(chromium: str, page: Path, tmp_path: Path) -> dict:
 def test_rendered_html_in_a_headless_browser(tmp_path: Path) -> None:
     chromium = _chromium()
     for page, formulas in _pages(tmp_path):
-        if page.parent.parent == LAYOUT.reports_dir("default"):  # committed pages: checked on a copy
-            copy = tmp_path / "default" / "html" / page.name
+        if page.parent.parent.name in COMMITTED_PROFILES:  # committed pages: checked on a copy
+            copy = tmp_path / page.parent.parent.name / "html" / page.name
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(page, copy)
             if (page.parent / "mathjax").is_dir() and not (copy.parent / "mathjax").is_dir():

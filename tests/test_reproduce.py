@@ -263,6 +263,12 @@ def test_readme_block_is_added_once_and_markers_checked(tmp_path: Path) -> None:
     report.update_readme(readme, "table 2")
     text = readme.read_text()
     assert text.count(report.RESULTS_START) == 1 and "table 2" in text and "table 1" not in text
+    report.update_readme(readme, "real 1", "lfw")  # the lfw profile's block: its own section, after the default's
+    report.update_readme(readme, "real 2", "lfw")
+    text = readme.read_text()
+    assert "table 2" in text and "real 2" in text and "real 1" not in text
+    assert text.index(report.RESULTS_END) < text.index("## Results on real faces (the lfw profile)") < text.index(
+        "<!-- results:lfw:start -->\nreal 2\n<!-- results:lfw:end -->")
     readme.write_text(f"{report.RESULTS_END}\n{report.RESULTS_START}\n")
     with pytest.raises(report.ReportError, match="must each appear once"):
         report.update_readme(readme, "t")

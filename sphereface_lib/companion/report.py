@@ -27,6 +27,8 @@ MATHJAX_DIR = Path(__file__).resolve().parent / "assets" / "mathjax"
 MATHJAX_SCRIPT = "tex-svg-full.js"
 RESULTS_START = "<!-- results:start -->"
 RESULTS_END = "<!-- results:end -->"
+#: the profiles whose claims table the README carries, each with the heading of its section
+README_PROFILES = {"default": "Results", "lfw": "Results on real faces (the lfw profile)"}
 CUSTOM_SUFFIX = "-custom"
 #: the fix after a storage fault while writing a report
 REPORT_WRITE_FIX = ("the previous version is intact and nothing partial was left behind; free space there (or fix "
@@ -289,17 +291,24 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.reproduced{{color
     write_report(layout.reports_dir(reports_name) / "html" / "index.html", page)
 
 
-def update_readme(readme: Path, table: str) -> None:
-    """Replace the block between the results markers of the README (appended once if absent)."""
+def results_markers(profile: str = "default") -> tuple[str, str]:
+    """The README markers around ``profile``'s results block."""
+    if profile == "default":
+        return RESULTS_START, RESULTS_END
+    return f"<!-- results:{profile}:start -->", f"<!-- results:{profile}:end -->"
+
+
+def update_readme(readme: Path, table: str, profile: str = "default") -> None:
+    """Replace the block between ``profile``'s results markers of the README (appended once, under the heading of
+    :data:`README_PROFILES`, if absent)."""
+    first, last = results_markers(profile)
     text = readme.read_text() if readme.is_file() else ""
-    block = f"{RESULTS_START}\n{table}\n{RESULTS_END}"
-    if RESULTS_START not in text and RESULTS_END not in text:
-        text = text.rstrip("\n") + f"\n\n## Results\n\n{block}\n"
+    block = f"{first}\n{table}\n{last}"
+    if first not in text and last not in text:
+        text = text.rstrip("\n") + f"\n\n## {README_PROFILES.get(profile, f'Results ({profile})')}\n\n{block}\n"
     else:
-        start, end = text.find(RESULTS_START), text.find(RESULTS_END)
-        if start < 0 or end < start or text.count(RESULTS_START) != 1 or text.count(RESULTS_END) != 1:
-            raise ReportError(
-                f"{readme}: the markers {RESULTS_START} and {RESULTS_END} must each appear once, start first"
-            )
-        text = text[:start] + block + text[end + len(RESULTS_END):]
+        start, end = text.find(first), text.find(last)
+        if start < 0 or end < start or text.count(first) != 1 or text.count(last) != 1:
+            raise ReportError(f"{readme}: the markers {first} and {last} must each appear once, start first")
+        text = text[:start] + block + text[end + len(last):]
     write_report(readme, text)

@@ -54,7 +54,7 @@ from . import parameters as parameter_types
 from .claims import Claim, ClaimError, read_claims
 from .report import (
     CUSTOM_SUFFIX, REPORT_WRITE_FIX, NotebookRun, committed_claims, render_html, reproduce_command,
-    reproduction_table, summary_markdown, summary_text, update_readme, write_index, write_report,
+    README_PROFILES, reproduction_table, summary_markdown, summary_text, update_readme, write_index, write_report,
 )
 from .provenance import (
     COMMIT_VARIABLE, PROFILE_VARIABLE, dispatch_environment, library_commit, run_settings_environment,
@@ -408,7 +408,8 @@ def reproduce(
 
     All parameters are validated before the first notebook runs. With ``overrides`` (``--param``) the
     results go to ``reports/<profile>-custom/`` and never replace the profile's own reports. ``readme``
-    (default: only for the ``default`` profile without overrides) rewrites the results block of the README.
+    (default: only for the profiles of ``README_PROFILES``, default and lfw, without overrides) rewrites that
+    profile's results block of the README.
     After running, the claims are compared with the committed reports of the profile (logged).
     """
     if profile not in PROFILES:
@@ -500,8 +501,9 @@ def reproduce(
             runs.append(run)
         write_index(layout, reports_name, runs)
         write_report(reports / "summary.md", summary_markdown(reports_name, runs, link_root=""))
-        if readme if readme is not None else reports_name == "default":
-            update_readme(layout.readme, summary_markdown(reports_name, runs, link_root=f"reports/{reports_name}/"))
+        if readme if readme is not None else reports_name in README_PROFILES:
+            update_readme(layout.readme, summary_markdown(reports_name, runs, link_root=f"reports/{reports_name}/"),
+                          reports_name)
         if committed:
             log("\nreproduction check against the committed reports/" + profile + "/:\n"
                 + reproduction_table(runs, committed))
