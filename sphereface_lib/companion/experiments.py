@@ -235,7 +235,7 @@ class Recipe:
     run*, so that a short CPU run or a few hundred real images keep the official proportions. The defaults are
     the recipe chosen in docs/recipe.md for the default profile of notebooks 04-07."""
 
-    backbone: str = "sphereface10"
+    backbone: str = "sphereface4"
     width: float = 0.25
     feat_dim: int = 64
     iterations: int = 2000
