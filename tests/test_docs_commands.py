@@ -57,7 +57,7 @@ CHECKS: tuple[Check, ...] = (
           "the real-faces folder is what the CelebA -> LFW commands of data_prep/README.md write (about an hour)"),
     Check(r"make reproduce|companion\.reproduce", VALIDATE,
           "runs notebooks for minutes to hours: its arguments and parameters are validated instead"),
-    Check(r"papermill notebooks/\S+ out\.ipynb", RUN, "notebook 04 runs 391 s: parameters applied, not executed",
+    Check(r"papermill notebooks/\S+ out\.ipynb", RUN, "notebook 04 runs 494 s: parameters applied, not executed",
           (("out.ipynb", "out.ipynb --prepare-only"),)),
     Check(r"data_prep\.(celeba|lfw|lfw_megaface) .*(\.\./shared/data|DATA/lfw)", HELP,
           "aligns all of CelebA / LFW (36 / 27 min at load 10-24): tests/test_data_prep_real.py runs these commands "
