@@ -21,8 +21,8 @@ import torch
 
 from ..errors import UserError, run_command
 from . import experiments as E
-from .reproduce import PROFILES, Layout, ReproduceError, _default_value, declared_parameters, parse_overrides, \
-    resolve_parameters
+from .reproduce import PROFILES, Layout, ReproduceError, _default_value, data_parameter, declared_parameters, \
+    parse_overrides, resolve_parameters
 
 #: the notebook whose parameters define the exported model's recipe
 STEM = "06_lfw_ytf_comparison"
@@ -33,7 +33,8 @@ def notebook_parameters(profile: str, data: str | None, overrides: dict) -> dict
     layout = Layout()
     values = {name: value for name, spec in declared_parameters(layout.notebook(STEM)).items()
               for literal, value in [_default_value(spec)] if literal}
-    values.update(resolve_parameters(layout, profile, STEM, data, overrides))
+    values.update(resolve_parameters(layout, profile, STEM, None if data is None else data_parameter(layout, data),
+                                     overrides))
     return values
 
 

@@ -212,6 +212,16 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
+def data_parameter(layout: Layout, data: str | Path) -> str:
+    """``--data`` as the notebooks receive it: as experiments.resolve_path reads it, relative to the project root
+    inside the project (no absolute path of this machine in the reports), else absolute (links resolved)."""
+    path = Path(data).resolve()
+    if not path.exists():
+        raise ReproduceError(f"--data {path}: no such file or folder; give a packed dataset from data_prep/")
+    root = layout.notebooks_dir.resolve().parent
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def resolve_parameters(
     layout: Layout, profile: str, stem: str, data: str | None = None, overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -422,15 +432,7 @@ def reproduce(
         raise ReproduceError("profile 'lfw' needs the real-faces folder (CelebA training pack, LFW with pairs.txt, "
                              "the LFW MegaFace-like packs at 56x48): build it as data_prep/README.md says under "
                              "'Real faces: CelebA -> LFW' and pass DATA=data/real-56x48")
-    data_param = None
-    if data is not None:
-        data = Path(data).resolve()
-        if not data.exists():
-            raise ReproduceError(f"--data {data}: no such file or folder; give a packed dataset from data_prep/")
-        # as experiments.resolve_path reads it: relative to the project root inside the project (no absolute path
-        # of this machine in the reports), else absolute
-        root = layout.notebooks_dir.resolve().parent
-        data_param = str(data.relative_to(root)) if data.is_relative_to(root) else str(data)
+    data_param = None if data is None else data_parameter(layout, data)
     overrides = dict(overrides or {})
     reports_name = profile + CUSTOM_SUFFIX if overrides else profile
     present = [s for s in stems if layout.notebook(s).is_file()]
