@@ -192,9 +192,15 @@ def reproduction_table(runs: Sequence[NotebookRun], committed: dict[str, list[Cl
 # ------------------------------------------------------------------------------------------- reports
 
 
+#: profiles that run on a real-data folder (``DATA=``)
+DATA_PROFILES = ("paper", "real", "lfw")
+
+
 def reproduce_command(profile: str) -> str:
     """The command that regenerates a profile's results."""
-    return "make reproduce" if profile == "default" else f"make reproduce PROFILE={profile}"
+    if profile == "default":
+        return "make reproduce"
+    return f"make reproduce PROFILE={profile}" + (" DATA=<folder>" if profile in DATA_PROFILES else "")
 
 
 def _provenance_groups(runs: Sequence[NotebookRun]) -> list[tuple[list[str], dict[str, Any]]]:
