@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -23,7 +22,7 @@ def test_a_profile_model_exports_and_scores_as_the_notebooks_score_it(tmp_path: 
     assert not (tmp_path / "out" / "model.pt2").exists()
 
     p = X.notebook_parameters("smoke", None, {"cache_dir": str(tmp_path / "cache")})
-    recipe = E.Recipe(**{f.name: p[f.name] for f in dataclasses.fields(E.Recipe) if f.name in p})
+    recipe = X.recipe_of(p)
     bench = E.open_benchmark(None, p["cache_dir"], ("train", "lfw"), p["size"])
     trained = E.train_row(bench, "softmax", recipe, 0, p["cache_dir"])  # what notebook 06 trains under smoke
     assert run_command(X.main, args) == 0

@@ -38,12 +38,17 @@ def notebook_parameters(profile: str, data: str | None, overrides: dict) -> dict
     return values
 
 
+def recipe_of(parameters: dict) -> E.Recipe:
+    """The training recipe that notebook parameters describe (the fields of :class:`~.experiments.Recipe` they set)."""
+    return E.Recipe(**{f.name: parameters[f.name] for f in dataclasses.fields(E.Recipe) if f.name in parameters})
+
+
 def cached_model(profile: str, data: str | None, row: str, seed: int, overrides: dict) -> E.TrainResult:
     """The trained model of ``row`` and ``seed`` under ``profile``, from the model cache (never trained here)."""
     from ..training.cache import cache_plan
 
     p = notebook_parameters(profile, data, overrides)
-    recipe = E.Recipe(**{f.name: p[f.name] for f in dataclasses.fields(E.Recipe) if f.name in p})
+    recipe = recipe_of(p)
     bench = E.open_benchmark(p["data"], p["cache_dir"], ("train",), p["size"])
     entry = E.resolve_path(p["cache_dir"]) / "models" / cache_plan(E.train_config(bench, row, recipe, seed)).key
     if not (entry / "done.json").is_file():
