@@ -46,6 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sphereface_lib.companion import experiments as E  # noqa: E402
+# criterion 1b (round 4 on): the rows that must fit their training set, final training loss (the last logged window)
+# at most FIT_FRACTION ln C on every seed: the definition the notebooks' regime sentence uses
+from sphereface_lib.companion.discussion import FIT_FRACTION, MARGIN_ROWS  # noqa: E402
 
 CACHE = ROOT / "cache" / "recipe_study"
 OFFICIAL = E.OFFICIAL_LAMBDA_MIN_AT / E.OFFICIAL_ITERATIONS  # lambda_min at 5.9% of the run
@@ -101,9 +104,6 @@ ROUND_ROWS[4] = {"asoftmax_m4": (0, 1), "softmax": (0, 1), "asoftmax_m3": (0, 1)
                  "lsoftmax": (0, 1), "asoftmax_m1": (0,)}
 #: round 5: L-Softmax first (the row it changes), then round 4's rows
 ROUND_ROWS[5] = {"lsoftmax": (0, 1), **{k: v for k, v in ROUND_ROWS[4].items() if k != "lsoftmax"}}
-#: criterion 1b (round 4): rows that must fit their training set, final training loss (the mean of the last logged
-#: window, 5% of the run) at most FIT_FRACTION ln C on every seed
-MARGIN_ROWS, FIT_FRACTION = ("asoftmax_m2", "asoftmax_m3", "asoftmax_m4", "lsoftmax"), 0.1
 #: criterion 4 (round 4): the default profile with three runs behind every claim, priced in SphereFace-10
 #: equivalents: 04 5 rows x 3 seeds; 05 SF-4 and SF-20 x 2 rows x 3 seeds (SF-10's are 04's); 06 4 more rows x 3
 #: seeds + CosFace / ArcFace x 1; 07 reuses 06's. SF-4 / SF-20 cost 0.45 / 1.89 of SF-10 (C3's logs: 9.3 / 39.2 /
