@@ -32,12 +32,19 @@ CANDIDATES = {key: E.Recipe(backbone="sphereface10", width=width, iterations=ite
               for key, width, iters in (("L1", 0.25, 1000), ("L2", 0.125, 2000), ("L3", 0.25, 2000),
                                         ("L4", 0.125, 4000), ("L5", 0.125, 6000), ("L6", 0.25, 3000))}
 CANDIDATES["L7"] = E.Recipe(**{**CANDIDATES["L3"].__dict__, "lr": 0.1})
+#: round 4 of the lfw study: SphereFace-4 at width 0.25, longer
+CANDIDATES.update({key: E.Recipe(**{**CANDIDATES["L3"].__dict__, "backbone": "sphereface4", "iterations": iters})
+                   for key, iters in (("L8", 3000), ("L9", 4000))})
 #: --screen: the first model of round 4's order alone (A-Softmax m = 4, seed 0), where criterion 1b decides soonest
 SCREEN_ROWS = {"asoftmax_m4": (0,)}
 #: criterion 4: LFW View 2 crops featured per model evaluation of 04-06 (04 15, 05 18, 06 20: 53), and the
 #: MegaFace-like probe + distractor crops per model of 07 (18)
 LFW_IMAGES, LFW_EVALUATIONS = 13_232, 53
 MEGAFACE_IMAGES, MEGAFACE_MODELS = 4_324 + 4_069, 18
+#: round 4 (SphereFace-4 candidates): the lfw profile's own counts: models of SphereFace-4 (04 15, 06 12) and of
+#: SphereFace-10 (05: 6), LFW evaluations of SphereFace-4 (04 15, 05 6, 06 18) and of SphereFace-10 (05: 6); the cost
+#: of SphereFace-10 over SphereFace-4 at width 0.25 on these crops (the lfw run's pool logs: about 830 / 2,330 img/s)
+SF4_MODELS, SF4_SF10_MODELS, SF4_LFW_EVALUATIONS, SF4_SF10_EVALUATIONS, SF10_OVER_SF4 = 27, 6, 39, 6, 2.8
 
 
 def feature_seconds_per_image(bench: E.Benchmark, recipe: E.Recipe) -> float:
@@ -47,6 +54,17 @@ def feature_seconds_per_image(bench: E.Benchmark, recipe: E.Recipe) -> float:
     start = time.process_time()
     E.features(model, bench.lfw)
     return (time.process_time() - start) / len(bench.lfw) / 2
+
+
+def profile_minutes(recipe: E.Recipe, per_model: float, per_image: float) -> float:
+    """Criterion 4's estimate of the lfw profile's wall time (minutes) from a candidate's seconds per model and per
+    featured image."""
+    if recipe.backbone == "sphereface4":  # round 4
+        models = SF4_MODELS + SF10_OVER_SF4 * SF4_SF10_MODELS
+        images = LFW_IMAGES * (SF4_LFW_EVALUATIONS + SF10_OVER_SF4 * SF4_SF10_EVALUATIONS) + MEGAFACE_IMAGES * MEGAFACE_MODELS
+    else:
+        models, images = R.R4_SF10_EQUIVALENTS, LFW_IMAGES * LFW_EVALUATIONS + MEGAFACE_IMAGES * MEGAFACE_MODELS
+    return (models * per_model + per_image * images + R.R4_REST_S) / 60
 
 
 def study(bench: E.Benchmark, name: str, recipe: E.Recipe, rows: dict[str, tuple[int, ...]],
@@ -81,8 +99,7 @@ def study(bench: E.Benchmark, name: str, recipe: E.Recipe, rows: dict[str, tuple
     level = max((R.levelled(r["losses"], ln_c) for r in soft), default=None)
     per_model = sum(r.get("cpu_seconds", 0) for r in results) / len(results) / 2  # wall ~ CPU / 2 on 2 cores
     per_image = feature_seconds_per_image(bench, recipe) if soft else None  # None: stopped before softmax
-    minutes = None if per_image is None else (R.R4_SF10_EQUIVALENTS * per_model + per_image * (
-        LFW_IMAGES * LFW_EVALUATIONS + MEGAFACE_IMAGES * MEGAFACE_MODELS) + R.R4_REST_S) / 60
+    minutes = None if per_image is None else profile_minutes(recipe, per_model, per_image)
     complete = len(results) == sum(len(s) for s in R.ROUND_ROWS[4].values())  # a screen is never complete
     return {"recipe": recipe.__dict__, "results": results, "ln_c": ln_c, "all_trained": trained,
             "margin_rows_fit": fits, "softmax_levelled": level, "s_per_model": per_model,
