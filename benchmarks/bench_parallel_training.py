@@ -4,12 +4,12 @@
 * pool: :func:`~sphereface_lib.training.parallel.train_missing` with 2 spawned workers of 1 thread each (how the
   cache trains a table's rows x seeds now), worker start-up included.
 
-The models are the default recipe's rows (``experiments.Recipe``: SphereFace-10, width 0.125, 64-d; softmax and
+The models are the default recipe's rows (``experiments.Recipe``: SphereFace-4, width 0.25, 64-d; softmax and
 A-Softmax m=4, seed 0) on the default synthetic benchmark, cut to ``--iterations``. Every model trains into a
 temporary folder (the model cache is not touched). The load average is printed before and after: on a shared
 machine the ratio is only as good as the quiet it ran in. The last line printed is one JSON object. Example::
 
-    python benchmarks/bench_parallel_training.py --iterations 300 --width 0.125
+    python benchmarks/bench_parallel_training.py --iterations 1000 --width 0.25
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from sphereface_lib.training import train, train_missing  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--iterations", type=int, default=300)
-    parser.add_argument("--width", type=float, default=0.125)
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--rows", nargs="+", default=["softmax", "asoftmax_m4"])
     parser.add_argument("--cache-dir", default="cache", help="where the synthetic benchmark is (generated once)")
     args = parser.parse_args()
