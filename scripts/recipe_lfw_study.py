@@ -98,8 +98,7 @@ def study(bench: E.Benchmark, name: str, recipe: E.Recipe, rows: dict[str, tuple
     soft = [r for r in results if r["row"] == "softmax" and "failed" not in r]
     level = max((R.levelled(r["losses"], ln_c) for r in soft), default=None)
     # wall ~ CPU / 2 on 2 cores; a model read from the cache is priced by its logged training seconds (round 4's rule)
-    per_model = sum(R.model_cost(r) if "logged_train_seconds" in r else r.get("cpu_seconds", 0)
-                    for r in results) / len(results) / 2
+    per_model = sum(R.model_cost(r) for r in results) / len(results) / 2
     per_image = feature_seconds_per_image(bench, recipe) if soft else None  # None: stopped before softmax
     minutes = None if per_image is None else profile_minutes(recipe, per_model, per_image)
     complete = len(results) == sum(len(s) for s in R.ROUND_ROWS[4].values())  # a screen is never complete

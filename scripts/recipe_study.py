@@ -153,7 +153,9 @@ def logged_train_seconds(model, recipe) -> float:
 
 def model_cost(r: dict) -> float:
     """CPU seconds of one model: its own CPU seconds when trained in this run, else (read from the cache) its logged
-    training seconds plus the CPU seconds of this run (validation features)."""
+    training seconds plus the CPU seconds of this run (validation features); 0 for a model that failed to train."""
+    if "logged_train_seconds" not in r:  # failed (or a result file from before the log was read): its CPU seconds
+        return r.get("cpu_seconds", 0.0)
     cached = r["cpu_seconds"] < 0.5 * r["logged_train_seconds"]
     return r["cpu_seconds"] + (r["logged_train_seconds"] if cached else 0.0)
 
@@ -180,8 +182,7 @@ def recipes(bench, candidates, rows, round_: int) -> dict:
         level = max((levelled(r["losses"], ln_c) for r in soft), default=float("inf"))
         frac = recipe.high_lr_fraction_near_lambda_min()
         # wall time on the quiet 2-core machine ~ CPU seconds / 2 (both cores busy: 247 s wall, 490 s CPU before)
-        per_model = sum(model_cost(r) if "logged_train_seconds" in r else r.get("cpu_seconds", 0)
-                        for r in results) / len(results) / 2
+        per_model = sum(model_cost(r) for r in results) / len(results) / 2
         if round_ == 3:  # the measured run was SphereFace-10 at width 0.125, batch 64: it prices only such candidates
             assert (recipe.backbone, recipe.width, recipe.batch_size) == ("sphereface10", 0.125, 64), recipe
             profile_min = (MEASURED_TRAINING_S * recipe.iterations / MEASURED_ITERATIONS + MEASURED_REST_S) / 60
